@@ -1,0 +1,109 @@
+"""Sub-word alignment shared by training, evaluation and serving.
+
+Words are encoded with a fast tokenizer (``is_split_into_words=True``). A sentence longer
+than ``max_length`` sub-tokens becomes several overlapping windows (``stride`` sub-tokens
+shared), so no word is ever cut off. Labels go on the first sub-token of each word (or on
+every sub-token, with B-X turned into I-X on continuations); -100 everywhere else. At
+prediction time each word takes its label from the window where its first sub-token has
+the most context on both sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+IGNORE = -100
+
+
+@dataclass
+class Windows:
+    """The encoded windows of a batch of sentences."""
+
+    input_ids: list[list[int]]
+    attention_mask: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    word_ids: list[list[int | None]]
+    sentence: list[int]  # window -> index of its sentence in the batch
+
+
+def encode_words(tokenizer, sentences: Sequence[Sequence[str]], max_length: int, stride: int) -> Windows:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("nerflow needs a fast tokenizer (word_ids)")
+    if stride >= max_length - tokenizer.num_special_tokens_to_add():
+        raise ValueError(f"stride {stride} must be smaller than max_length {max_length} minus specials")
+    enc = tokenizer(
+        [list(s) for s in sentences],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+    )
+    n = len(enc["input_ids"])
+    return Windows(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        token_type_ids=enc.get("token_type_ids"),
+        word_ids=[enc.word_ids(i) for i in range(n)],
+        sentence=list(enc["overflow_to_sample_mapping"]),
+    )
+
+
+def align_labels(
+    word_ids: Sequence[int | None],
+    word_labels: Sequence[int],
+    label_names: Sequence[str],
+    label_all_subtokens: bool = False,
+) -> list[int]:
+    """Token labels for one window: first sub-token of a word gets the word's label;
+    later sub-tokens get -100, or (``label_all_subtokens``) the word's label with B-X -> I-X."""
+    to_inside = {
+        i: label_names.index("I-" + name[2:])
+        for i, name in enumerate(label_names)
+        if name.startswith("B-") and ("I-" + name[2:]) in label_names
+    }
+    labels, prev = [], None
+    for w in word_ids:
+        if w is None:
+            labels.append(IGNORE)
+        elif w != prev:
+            labels.append(word_labels[w])
+        elif label_all_subtokens:
+            labels.append(to_inside.get(word_labels[w], word_labels[w]))
+        else:
+            labels.append(IGNORE)
+        prev = w
+    return labels
+
+
+def first_subtoken_positions(word_ids: Sequence[int | None]) -> list[tuple[int, int, int]]:
+    """(word, position, context) for the first sub-token of every word in a window;
+    context = the fewer sub-tokens on either side inside the window."""
+    last = max((p for p, w in enumerate(word_ids) if w is not None), default=-1)
+    out, prev = [], None
+    for pos, w in enumerate(word_ids):
+        if w is not None and w != prev:
+            out.append((w, pos, min(pos, last - pos)))
+        prev = w
+    return out
+
+
+def merge_windows(windows: Windows, per_window: Sequence, n_words: Sequence[int], default=None) -> list[list]:
+    """Pick, for every word of every sentence, the value (``per_window[i][position]``) from the
+    window where the word has most context. Every word gets exactly one value: ``default``
+    for a word the tokenizer turned into no sub-token at all (e.g. a lone zero-width space)."""
+    best: list[list] = [[None] * n for n in n_words]
+    best_ctx: list[list[int]] = [[-1] * n for n in n_words]
+    for i, word_ids in enumerate(windows.word_ids):
+        s = windows.sentence[i]
+        for w, pos, ctx in first_subtoken_positions(word_ids):
+            if ctx > best_ctx[s][w]:
+                best_ctx[s][w] = ctx
+                best[s][w] = per_window[i][pos]
+    if default is not None:
+        for s, row in enumerate(best):
+            for w, ctx in enumerate(best_ctx[s]):
+                if ctx < 0:
+                    row[w] = default
+    return best

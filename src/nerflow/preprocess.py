@@ -1,0 +1,83 @@
+"""Step `preprocess`: tokenize the canonical dataset into training windows with aligned labels.
+
+Writes a ``DatasetDict`` (train/validation/test; columns input_ids, attention_mask,
+[token_type_ids], labels) plus ``tokenizer/`` and ``preprocess.json`` (labels, settings and
+how many sentences needed more than one window).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nerflow.align import align_labels, encode_words
+from nerflow.atomic import atomic_dir, write_json
+from nerflow.data import load_dataset_dir, read_manifest
+from nerflow.params import resolve_path
+
+INFO = "preprocess.json"
+
+
+def load_tokenizer(model_spec: str | Path):
+    from transformers import AutoTokenizer
+
+    path = resolve_path(model_spec)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if not tokenizer.is_fast:
+        raise ValueError(f"{model_spec}: nerflow needs a fast tokenizer")
+    if getattr(tokenizer, "add_prefix_space", None) is False and "roberta" in type(tokenizer).__name__.lower():
+        # BPE tokenizers that mark word starts need a prefix space for pre-split words
+        tokenizer = AutoTokenizer.from_pretrained(str(path), add_prefix_space=True)
+    return tokenizer
+
+
+def preprocess(params: dict[str, Any], dataset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    from datasets import Dataset, DatasetDict, disable_progress_bars
+
+    disable_progress_bars()
+    dataset = load_dataset_dir(dataset_dir)
+    manifest = read_manifest(dataset_dir)
+    tokenizer = load_tokenizer(params["model"])
+    max_length = int(params.get("max_length", 256))
+    stride = int(params.get("stride", 32))
+    all_sub = bool(params.get("label_all_subtokens", False))
+    labels = manifest["labels"]
+
+    out, stats = {}, {}
+    for split in dataset:
+        rows = dataset[split]
+        windows = encode_words(tokenizer, rows["tokens"], max_length, stride)
+        tags = rows["ner_tags"]
+        columns: dict[str, list] = {
+            "input_ids": windows.input_ids,
+            "attention_mask": windows.attention_mask,
+            "labels": [
+                align_labels(w, tags[s], labels, all_sub) for w, s in zip(windows.word_ids, windows.sentence)
+            ],
+        }
+        if windows.token_type_ids is not None:
+            columns["token_type_ids"] = windows.token_type_ids
+        out[split] = Dataset.from_dict(columns)
+        n_windows = [0] * len(rows)
+        for s in windows.sentence:
+            n_windows[s] += 1
+        stats[split] = {
+            "sentences": len(rows),
+            "windows": len(windows.input_ids),
+            "sentences_split_into_windows": sum(n > 1 for n in n_windows),
+            "max_subtokens_per_window": max(len(ids) for ids in windows.input_ids),
+        }
+    info = {
+        "labels": labels,
+        "content_hash": manifest["content_hash"],
+        "tokenizer": str(params["model"]),
+        "max_length": max_length,
+        "stride": stride,
+        "label_all_subtokens": all_sub,
+        "splits": stats,
+    }
+    with atomic_dir(out_dir) as tmp:
+        DatasetDict(out).save_to_disk(str(tmp))
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        write_json(tmp / INFO, info)
+    return info

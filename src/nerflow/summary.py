@@ -1,0 +1,46 @@
+"""The main job's closing summary, read back from the step outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nerflow.atomic import read_json
+
+
+def summary(paths: dict[str, Any]) -> str:
+    from nerflow.data import read_manifest
+
+    lines = ["", "=" * 72, "nerflow run summary", "=" * 72]
+    manifest = read_manifest(paths["dataset"])
+    lines.append(f"data       version {manifest['content_hash'][:12]}, {len(manifest['labels'])} labels")
+    for split, v in manifest["splits"].items():
+        lines.append(f"           {split:<10} {v['sentences']:>6} sentences {v['tokens']:>7} tokens {v['entities']:>6} entities")
+    report = Path(paths["report"])
+    results = read_json(report / "results.json")
+    passed = sum(c["success"] for c in results["checks"])
+    lines.append(f"validation {'PASSED' if results['success'] else 'FAILED'}: {passed}/{len(results['checks'])} checks ok; {report / 'report.html'}")
+    train = read_json(Path(paths["model"]) / "train_log.json")["summary"]
+    lines.append(f"train      {train['steps']} steps, {train['train_seconds']} s, {train['train_sentences_per_second']} sentences/s "
+                 f"({train['device']}, {train['precision']}); dev F1 " + ", ".join(f"{d['f1']:.4f}" for d in train["dev_f1"]))
+    m = read_json(paths["metrics"])
+    lines.append(f"test       F1 {m['f1']:.4f}  P {m['precision']:.4f}  R {m['recall']:.4f}  accuracy {m['accuracy']:.4f}  ({m['scheme']} scheme)")
+    for etype, v in m["per_type"].items():
+        lines.append(f"           {etype:<10} F1 {v['f1']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}  support {v['support']}")
+    d = read_json(paths["decision"])
+    lines.append(f"gate       {'PROMOTED' if d['promote'] else 'REFUSED'}: " + "; ".join(d["reasons"]))
+    r = read_json(paths["record"])
+    if r["packaged"]:
+        lines.append(f"model      {r['model_tag']}")
+        if r.get("bento_tag"):
+            lines.append(f"bento      {r['bento_tag']}")
+        lines.append(f"serve      BENTOML_HOME={_home()} {r['serve_command']}")
+    else:
+        lines.append(f"package    skipped: {r['reason']}")
+    return "\n".join(lines)
+
+
+def _home() -> str:
+    import os
+
+    return os.environ.get("BENTOML_HOME", "~/bentoml")

