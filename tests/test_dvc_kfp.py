@@ -1,0 +1,100 @@
+"""The pipeline driven for real by `dvc repro` (temporary git repo) and by a local KFP run."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, write_params
+
+BIN = Path(sys.executable).parent
+
+
+def sh(cmd, cwd, check=True, timeout=900):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    env.pop("BENTOML_HOME", None)
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout, shell=isinstance(cmd, str))
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+@pytest.fixture()
+def dvc_repo(tmp_path, params):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in ("dvc.yaml", "src", "serving"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, repo / item)
+    write_params(params, repo / "params.yaml")
+    sh("git init -q && git config user.email t@t && git config user.name t && dvc init -q && git add -A && git commit -qm init", repo)
+    return repo
+
+
+def test_dvc_repro_runs_every_stage_then_nothing(dvc_repo, params):
+    first = sh(["dvc", "repro"], dvc_repo)
+    for stage in ("data", "validate", "preprocess", "train", "evaluate", "gate", "package"):
+        assert f"Running stage '{stage}'" in first.stdout
+    metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], dvc_repo).stdout)
+    f1 = metrics[""]["data"]["reports/metrics.json"]["data"]["f1"]
+    assert f1 == json.loads((dvc_repo / "reports/metrics.json").read_text())["f1"]
+    record = json.loads((dvc_repo / "reports/package.json").read_text())
+    assert record["packaged"] is True and record["model_tag"].startswith("nerflow-ner:")
+    second = sh(["dvc", "repro"], dvc_repo)
+    assert "Running stage" not in second.stdout
+    assert "Data and pipelines are up to date" in sh(["dvc", "status"], dvc_repo).stdout
+    # a params change re-runs from the stage that reads it, and no earlier
+    params["gate"]["min_f1"] = 1.01
+    write_params(params, dvc_repo / "params.yaml")
+    third = sh(["dvc", "repro"], dvc_repo)
+    assert "Running stage 'gate'" in third.stdout and "Running stage 'train'" not in third.stdout
+    assert json.loads((dvc_repo / "reports/package.json").read_text())["packaged"] is False
+
+
+def test_validation_failure_stops_dvc_before_training(dvc_repo, params, conll_dir):
+    bad = dvc_repo / "train.txt"
+    bad.write_text((conll_dir / "train.txt").read_text() + "\nIn IN B-PP O\nParis NNP B-NP I-LOC\n")
+    params["data"]["train"] = str(bad)
+    write_params(params, dvc_repo / "params.yaml")
+    r = sh(["dvc", "repro"], dvc_repo, check=False)
+    assert r.returncode != 0
+    assert "valid IOB2" in r.stderr and f"{bad}:" in r.stderr
+    assert (dvc_repo / "reports/validation/report.html").exists()
+    assert not (dvc_repo / "data/features").exists() and not (dvc_repo / "models/candidate").exists()
+
+
+@pytest.mark.parametrize("min_f1, promoted", [(0.0, True), (1.01, False)])
+def test_kfp_local_run_gates_packaging(params, tmp_path, min_f1, promoted):
+    params["gate"]["min_f1"] = min_f1
+    pfile = write_params(params, tmp_path / "params.yaml")
+    root = tmp_path / "kfp"
+    r = sh([sys.executable, str(ROOT / "pipeline.py"), "run", "--params", str(pfile), "--pipeline-root", str(root)], ROOT)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is promoted
+    (run_dir,) = root.iterdir()
+    tasks = {p.name for p in run_dir.iterdir()}
+    assert {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "gate-op"} <= tasks
+    assert ("package-op" in tasks) is promoted
+    decision = json.loads((run_dir / "gate-op" / "decision").read_text())
+    assert decision["promote"] is promoted
+    models = Path(params["package"]["bentoml_home"]) / "models" / "nerflow-ner"
+    assert models.exists() is promoted
+    if promoted:
+        record = json.loads((run_dir / "package-op" / "record").read_text())
+        assert record["packaged"] and (models / record["model_tag"].split(":")[1]).is_dir()
+
+
+def test_compiled_pipeline_has_one_task_per_step_and_the_gate_condition(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    sh([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out", str(out)], ROOT)
+    import yaml
+
+    spec = yaml.safe_load(out.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "gate-op"} <= set(tasks)
+    (condition,) = [t for t in tasks.values() if "triggerPolicy" in t]
+    assert "gate-op-Output" in condition["triggerPolicy"]["condition"]
+    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == {"package-op"}

@@ -1,0 +1,89 @@
+"""The library steps end to end on a real CoNLL slice with a tiny model, and the CLI."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, write_params
+from nerflow.metrics import score
+
+CLI = [sys.executable, "-m", "nerflow.cli"]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_metrics_match_the_written_predictions(library_run):
+    metrics = json.loads(library_run["metrics"].read_text())
+    preds = read_jsonl(library_run["predictions"])
+    assert len(preds) == 60 and metrics["sentences"] == 60
+    assert all(len(p["tokens"]) == len(p["gold"]) == len(p["pred"]) for p in preds)
+    again = score([p["gold"] for p in preds], [p["pred"] for p in preds])
+    assert metrics["f1"] == pytest.approx(again["f1"]) and metrics["support"] == again["support"] > 0
+    assert set(metrics["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
+
+
+def test_trained_model_records_labels_data_version_and_progress(library_run):
+    info = json.loads((library_run["model"] / "nerflow.json").read_text())
+    manifest = json.loads((library_run["dataset"] / "manifest.json").read_text())
+    assert info["labels"] == manifest["labels"] and info["content_hash"] == manifest["content_hash"]
+    config = json.loads((library_run["model"] / "config.json").read_text())
+    assert config["id2label"]["7"] == "B-PER" and config["label2id"]["I-PER"] == 8
+    log = json.loads((library_run["model"] / "train_log.json").read_text())
+    assert log["summary"]["steps"] == 8 and len(log["summary"]["dev_f1"]) == 1
+    losses = [h["loss"] for h in log["log_history"] if "loss" in h] or [log["summary"]["final_train_loss"]]
+    assert log["summary"]["final_train_loss"] < math.log(9)  # learnt something: below uniform over 9 labels
+    assert all(math.isfinite(x) for x in losses)
+
+
+def test_seeded_training_is_repeatable(library_run, tmp_path):
+    from nerflow.train import train
+
+    train(library_run["params"]["train"], library_run["features"], tmp_path / "again")
+    first = json.loads((library_run["model"] / "train_log.json").read_text())["summary"]["final_train_loss"]
+    second = json.loads((tmp_path / "again" / "train_log.json").read_text())["summary"]["final_train_loss"]
+    assert second == pytest.approx(first, rel=1e-6)
+
+
+def run_cli(args, params_file, env_extra=None, cwd=None):
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("BENTOML_HOME", None)
+    return subprocess.run(CLI + ["--params", str(params_file)] + args, capture_output=True, text=True, env=env,
+                          cwd=cwd or ROOT, timeout=600)
+
+
+def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(params, tmp_path):
+    bad = tmp_path / "train.txt"
+    bad.write_bytes(b"EU B-ORG\nrejects\n")
+    params["data"]["train"] = str(bad)
+    pfile = write_params(params, tmp_path / "params.yaml")
+    out = tmp_path / "ds"
+    r = run_cli(["data", "--out", str(out)], pfile)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"nerflow: error: {bad}:2: expected a token and a tag, found 'rejects'"
+    assert not out.exists() and not list(tmp_path.glob(".ds*"))
+
+
+def test_cli_missing_params_section(tmp_path):
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text("data: {}\n")
+    r = run_cli(["gate"], pfile)
+    assert r.returncode == 2 and "missing section(s): validate, preprocess" in r.stderr
+
+
+def test_cli_gate_refuses_and_package_skips(library_run, tmp_path):
+    p = dict(library_run["params"], gate={"min_f1": 1.01})
+    pfile = write_params(p, tmp_path / "params.yaml")
+    r = run_cli(["gate", "--metrics", str(library_run["metrics"]), "--out", str(tmp_path / "gate.json")], pfile)
+    assert r.returncode == 0 and "REFUSE" in r.stdout
+    r = run_cli(["package", "--model", str(library_run["model"]), "--decision", str(tmp_path / "gate.json"),
+                 "--metrics", str(library_run["metrics"]), "--out", str(tmp_path / "package.json")], pfile)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "package.json").read_text())["packaged"] is False
+    assert not Path(p["package"]["bentoml_home"], "models").exists()
