@@ -152,13 +152,16 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
     seconds = time.perf_counter() - started
     history = trainer.state.log_history
     dev = [{"epoch": h["epoch"], "f1": h["eval_f1"]} for h in history if "eval_f1" in h]
+    eval_seconds = sum(h.get("eval_runtime", 0.0) for h in history)
     summary = {
         "device": device,
         "precision": precision,
         "train_seconds": round(seconds, 1),
+        "dev_eval_seconds": round(eval_seconds, 1),
         "train_windows": len(features["train"]),
+        # sentences seen per second of training proper (per-epoch dev evaluation excluded)
         "train_sentences_per_second": round(
-            info["splits"]["train"]["sentences"] * float(result.metrics.get("epoch", 1)) / seconds, 2
+            info["splits"]["train"]["sentences"] * float(result.metrics.get("epoch", 1)) / max(seconds - eval_seconds, 1e-9), 2
         ),
         "steps": trainer.state.global_step,
         "epochs": float(result.metrics.get("epoch", 0)),
