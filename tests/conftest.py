@@ -83,6 +83,7 @@ def test_params(conll_dir: Path, tiny_model: Path, work: Path) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"].update(train=str(conll_dir / "train.txt"), validation=str(conll_dir / "validation.txt"),
                      test=str(conll_dir / "test.txt"))
+    p["validate"].update(tokenizer=str(tiny_model), max_length=64)
     p["preprocess"].update(model=str(tiny_model), max_length=64, stride=16)
     p["train"].update(model=str(tiny_model), epochs=1, max_steps=8, batch_size=16, warmup_steps=0,
                       learning_rate=5e-3, head_learning_rate=5e-3, progress=False, threads=1)

@@ -30,7 +30,9 @@ def dvc_repo(tmp_path, params):
     for item in ("dvc.yaml", "src", "serving"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, repo / item)
     write_params(params, repo / "params.yaml")
-    sh("git init -q && git config user.email t@t && git config user.name t && dvc init -q && git add -A && git commit -qm init", repo)
+    sh("git init -q && git config user.email t@t && git config user.name t && dvc init -q", repo)
+    shutil.copy(ROOT / ".dvc/config", repo / ".dvc/config")  # the project's DVC config: its default local remote
+    sh("git add -A && git commit -qm init", repo)
     return repo
 
 
@@ -52,6 +54,21 @@ def test_dvc_repro_runs_every_stage_then_nothing(dvc_repo, params):
     third = sh(["dvc", "repro"], dvc_repo)
     assert "Running stage 'gate'" in third.stdout and "Running stage 'train'" not in third.stdout
     assert json.loads((dvc_repo / "reports/package.json").read_text())["packaged"] is False
+
+
+def test_raw_corpus_and_outputs_round_trip_through_the_default_remote(dvc_repo):
+    sh(["dvc", "repro", "validate"], dvc_repo)
+    manifest = json.loads((dvc_repo / "data/dataset/manifest.json").read_text())
+    raw = sorted(p.name for p in (dvc_repo / "data/dataset/raw").iterdir())
+    assert raw == ["0-train.txt", "1-validation.txt", "2-test.txt"]
+    sh(["dvc", "push"], dvc_repo)
+    assert (dvc_repo / "dvc-storage" / "files" / "md5").is_dir()
+    shutil.rmtree(dvc_repo / "data")
+    shutil.rmtree(dvc_repo / ".dvc" / "cache")
+    sh(["dvc", "pull", "data", "validate"], dvc_repo)
+    assert json.loads((dvc_repo / "data/dataset/manifest.json").read_text()) == manifest
+    assert (dvc_repo / "data/dataset/raw/0-train.txt").read_text().startswith("-DOCSTART-")
+    assert "Data and pipelines are up to date" in sh(["dvc", "status", "data", "validate"], dvc_repo).stdout
 
 
 def test_validation_failure_stops_dvc_before_training(dvc_repo, params, conll_dir):
@@ -98,3 +115,19 @@ def test_compiled_pipeline_has_one_task_per_step_and_the_gate_condition(tmp_path
     assert "gate-op-Output" in condition["triggerPolicy"]["condition"]
     inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
     assert set(inner) == {"package-op"}
+
+
+def test_validation_failure_stops_the_kfp_run_before_training(params, tmp_path, conll_dir):
+    bad = tmp_path / "train.txt"
+    bad.write_text((conll_dir / "train.txt").read_text() + "\nIn IN B-PP O\nParis NNP B-NP I-LOC\n")
+    params["data"]["train"] = str(bad)
+    pfile = write_params(params, tmp_path / "params.yaml")
+    root = tmp_path / "kfp"
+    r = sh([sys.executable, str(ROOT / "pipeline.py"), "run", "--params", str(pfile), "--pipeline-root", str(root)], ROOT, check=False)
+    assert r.returncode != 0
+    assert "valid IOB2" in r.stdout + r.stderr
+    (run_dir,) = root.iterdir()
+    tasks = {p.name for p in run_dir.iterdir()}
+    assert "train-op" not in tasks and "preprocess-op" not in tasks
+    results = json.loads((run_dir / "validate-op" / "report" / "results.json").read_text())
+    assert results["success"] is False and (run_dir / "validate-op" / "report" / "report.html").exists()

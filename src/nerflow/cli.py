@@ -69,13 +69,13 @@ def run(argv: list[str] | None = None) -> int:
 
         try:
             summary = validate_dataset(params["validate"], args.dataset, args.report)
-        except ValidationFailed as exc:
+        except ValidationFailed:
             from nerflow.atomic import read_json
 
-            print(format_table(read_json(Path(args.report) / "results.json")), file=sys.stderr)
-            raise exc
+            print(format_table(read_json(Path(args.report) / "results.json")))
+            raise
         print(format_table(summary))
-        print(f"validate: passed; report {Path(args.report) / 'report.html'}")
+        print(f"validate: passed with {summary['warnings']} warning(s); report {Path(args.report) / 'report.html'}")
     elif step == "preprocess":
         from nerflow.preprocess import preprocess
 

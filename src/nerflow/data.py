@@ -1,92 +1,34 @@
-"""Step `data`: read a labelled corpus and write the canonical dataset.
+"""Step `data`: read a labelled corpus (any format in nerflow.readers) and write the
+canonical dataset.
 
 The canonical dataset is a Hugging Face ``DatasetDict`` saved to disk with splits
-train/validation/test and columns ``tokens`` (list of str), ``ner_tags`` (list of
-ClassLabel ids; the label names travel in the features), ``source_line`` (1-based line
-of the sentence's first token in its source file). ``manifest.json`` beside it records the
-sources, counts, label list and a content hash that identifies this data version.
+train/validation/test and columns ``tokens`` (list of str), ``ner_tags`` (list of ClassLabel
+ids; the label names travel in the features), ``source_line`` (1-based line, or record
+number, of the sentence in its source) and ``id``. ``manifest.json`` beside it records the
+sources, counts, label list, the level (``word``, or ``char`` for character-level corpora
+such as KLUE-NER, where ``"".join(tokens)`` is the sentence text) and a content hash that
+identifies this data version. ``raw/`` beside it keeps a copy of the source files, so the
+raw corpus is versioned (and pushed) with the DVC outputs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 from nerflow import NerflowError
 from nerflow.atomic import atomic_dir, write_json
 from nerflow.params import resolve_path
+from nerflow.readers import SCHEMES, Sentence, detect_format, read_conll, read_hf_dataset, read_split, to_iob2
+
+__all__ = ["Sentence", "read_conll", "prepare_data", "load_dataset_dir", "read_manifest", "SPLITS"]
 
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
-
-
-@dataclass
-class Sentence:
-    tokens: list[str]
-    tags: list[str]
-    line: int  # 1-based line of the first token in the source file
-
-
-def read_conll(path: str | Path, tag_column: int = -1) -> list[Sentence]:
-    """Read a CoNLL column file: token in the first column, tag in ``tag_column``.
-
-    Columns are separated by tabs or spaces; ``-DOCSTART-`` lines are skipped; a blank line
-    ends a sentence. Raises NerflowError naming the file and line on malformed input.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise NerflowError(f"{path}: is a directory, expected a CoNLL file") from None
-    except OSError as exc:
-        raise NerflowError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise NerflowError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x})") from None
-
-    sentences: list[Sentence] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    first_line = 0
-    width = None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if "\x00" in line:
-            raise NerflowError(f"{path}:{lineno}: NUL byte (binary file?)")
-        stripped = line.strip()
-        if not stripped:
-            if tokens:
-                sentences.append(Sentence(tokens, tags, first_line))
-                tokens, tags = [], []
-            continue
-        cols = stripped.split("\t") if "\t" in stripped else stripped.split()
-        if cols[0] == "-DOCSTART-":
-            continue
-        if len(cols) < 2:
-            raise NerflowError(f"{path}:{lineno}: expected a token and a tag, found {stripped!r}")
-        if width is None:
-            width = len(cols)
-        elif len(cols) != width:
-            raise NerflowError(
-                f"{path}:{lineno}: {len(cols)} columns where earlier lines have {width}"
-            )
-        try:
-            tag = cols[tag_column]
-        except IndexError:
-            raise NerflowError(f"{path}:{lineno}: no tag column {tag_column}") from None
-        if not tokens:
-            first_line = lineno
-        tokens.append(cols[0])
-        tags.append(tag.strip())
-    if tokens:
-        sentences.append(Sentence(tokens, tags, first_line))
-    if not sentences:
-        raise NerflowError(f"{path}: no sentences (empty file, or only -DOCSTART- lines)")
-    return sentences
 
 
 def label_list(tags: set[str]) -> list[str]:
@@ -122,30 +64,81 @@ def content_hash(splits: dict[str, list[Sentence]]) -> str:
     return digest.hexdigest()
 
 
-def prepare_data(params: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Read the splits named in ``params`` (the `data` section) into the canonical dataset."""
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+def split_by_ratio(sentences: list[Sentence], ratios: dict[str, float], seed: int) -> dict[str, list[Sentence]]:
+    """Shuffle with ``seed`` and cut into train/validation/test by ``ratios``."""
+    total = sum(float(ratios.get(s, 0)) for s in SPLITS)
+    if total <= 0 or any(float(ratios.get(s, 0)) < 0 for s in SPLITS):
+        raise NerflowError(f"data.split_ratios {ratios}: expected non-negative train/validation/test shares")
+    order = list(range(len(sentences)))
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    n_train = round(n * float(ratios.get("train", 0)) / total)
+    n_dev = round(n * float(ratios.get("validation", 0)) / total)
+    cuts = {"train": order[:n_train], "validation": order[n_train : n_train + n_dev], "test": order[n_train + n_dev :]}
+    return {split: [sentences[i] for i in sorted(idx)] for split, idx in cuts.items()}
 
+
+def read_corpus(params: dict[str, Any]) -> tuple[dict[str, list[Sentence]], dict[str, str], list[Path]]:
+    """The splits named by the `data` params: {split: sentences}, {split: source}, source paths.
+    ``Sentence.line`` is a line number for text formats and a record number for the others."""
+    fmt = params.get("format", "auto") or "auto"
     splits: dict[str, list[Sentence]] = {}
     sources: dict[str, str] = {}
-    for split in SPLITS:
-        spec = params.get(split)
-        if not spec:
-            raise NerflowError(f"params data.{split}: no file given")
-        path = resolve_path(spec)
-        sentences = read_conll(path, int(params.get("tag_column", -1)))
-        limit = params.get("max_sentences")
+    paths: list[Path] = []
+    if params.get("path"):
+        path = resolve_path(params["path"])
+        paths.append(path)
+        if (fmt == "auto" and detect_format(path) == "hf") or fmt == "hf":
+            parts = read_hf_dataset(path, params.get("label_names"))
+        else:
+            parts = {"all": read_split(path, fmt, params)}
+        if set(SPLITS) <= set(parts):
+            splits = {s: parts[s] for s in SPLITS}
+        else:
+            pooled = [s for part in parts.values() for s in part]
+            splits = split_by_ratio(pooled, params.get("split_ratios") or {"train": 0.8, "validation": 0.1, "test": 0.1},
+                                    int(params.get("split_seed", 42)))
+        sources = {s: f"{params['path']}" + ("" if s in parts else f" (seeded split, seed {params.get('split_seed', 42)})")
+                   for s in SPLITS}
+    else:
+        for split in SPLITS:
+            spec = params.get(split)
+            if not spec:
+                raise NerflowError(f"params data.{split}: no file given (or set data.path)")
+            path = resolve_path(spec)
+            paths.append(path)
+            splits[split] = read_split(path, fmt, params)
+            sources[split] = str(path)
+    scheme = (params.get("scheme") or "iob2").lower()
+    if scheme not in SCHEMES:
+        raise NerflowError(f"data.scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
+    limit = params.get("max_sentences")
+    for split, sentences in splits.items():
         if limit:
             sentences = sentences[: int(limit)]
+        if scheme != "iob2":
+            sentences = [Sentence(s.tokens, to_iob2(s.tags, scheme), s.line, s.id) for s in sentences]
         splits[split] = sentences
-        sources[split] = str(spec)
+        if not sentences:
+            raise NerflowError(f"{sources[split]}: split {split} is empty")
+    return splits, sources, paths
 
+
+def prepare_data(params: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """Read the corpus named in ``params`` (the `data` section) into the canonical dataset."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value, disable_progress_bars
+
+    disable_progress_bars()
+    splits, sources, paths = read_corpus(params)
+    fmt = params.get("format", "auto") or "auto"
+    level = "char" if (fmt == "klue" or (fmt == "auto" and paths[0].is_file() and detect_format(paths[0]) == "klue")) else "word"
     labels = label_list({t for ss in splits.values() for s in ss for t in s.tags})
     features = Features(
         {
             "tokens": Sequence(Value("string")),
             "ner_tags": Sequence(ClassLabel(names=labels)),
             "source_line": Value("int32"),
+            "id": Value("string"),
         }
     )
     index = {label: i for i, label in enumerate(labels)}
@@ -156,16 +149,25 @@ def prepare_data(params: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
                     "tokens": [s.tokens for s in ss],
                     "ner_tags": [[index[t] for t in s.tags] for s in ss],
                     "source_line": [s.line for s in ss],
+                    "id": [s.id for s in ss],
                 },
                 features=features,
             )
             for split, ss in splits.items()
         }
     )
+    fmts = [fmt if fmt != "auto" else detect_format(p) for p in paths]
+    split_fmts = dict(zip(SPLITS, fmts if len(fmts) == len(SPLITS) else fmts * len(SPLITS)))
+    # how source_line reads: a token per line (CoNLL, KLUE), a record per line (JSONL), records
+    kinds = {"conll": "token_lines", "klue": "token_lines", "jsonl": "record_lines"}
     manifest = {
         "content_hash": content_hash(splits),
+        "level": level,
+        "formats": split_fmts,
+        "source_units": {split: kinds.get(split_fmts[split], "records") for split in splits},
         "labels": labels,
         "sources": sources,
+        "scheme_read": (params.get("scheme") or "iob2").lower(),
         "splits": {
             split: {
                 "sentences": len(ss),
@@ -178,6 +180,10 @@ def prepare_data(params: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     with atomic_dir(out_dir) as tmp:
         dataset.save_to_disk(str(tmp))
         write_json(tmp / MANIFEST, manifest)
+        (tmp / "raw").mkdir()
+        for i, path in enumerate(dict.fromkeys(paths)):
+            target = tmp / "raw" / f"{i}-{path.name}"
+            (shutil.copytree if path.is_dir() else shutil.copy2)(path, target)
     return manifest
 
 

@@ -19,7 +19,9 @@ def summary(paths: dict[str, Any]) -> str:
     report = Path(paths["report"])
     results = read_json(report / "results.json")
     passed = sum(c["success"] for c in results["checks"])
-    lines.append(f"validation {'PASSED' if results['success'] else 'FAILED'}: {passed}/{len(results['checks'])} checks ok; {report / 'report.html'}")
+    warned = [c["name"] for c in results["checks"] if not c["success"] and c["severity"] == "warning"]
+    lines.append(f"validation {'PASSED' if results['success'] else 'FAILED'}: {passed}/{len(results['checks'])} checks ok"
+                 + (f", warnings: {', '.join(warned)}" if warned else "") + f"; {report / 'report.html'}")
     train = read_json(Path(paths["model"]) / "train_log.json")["summary"]
     lines.append(f"train      {train['steps']} steps, {train['train_seconds']} s, {train['train_sentences_per_second']} sentences/s "
                  f"({train['device']}, {train['precision']}); dev F1 " + ", ".join(f"{d['f1']:.4f}" for d in train["dev_f1"]))
