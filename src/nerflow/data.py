@@ -131,7 +131,11 @@ def prepare_data(params: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     disable_progress_bars()
     splits, sources, paths = read_corpus(params)
     fmt = params.get("format", "auto") or "auto"
-    level = "char" if (fmt == "klue" or (fmt == "auto" and paths[0].is_file() and detect_format(paths[0]) == "klue")) else "word"
+    level = params.get("level") or "auto"
+    if level == "auto":
+        level = "char" if (fmt == "klue" or (fmt == "auto" and paths[0].is_file() and detect_format(paths[0]) == "klue")) else "word"
+    elif level not in ("word", "char"):
+        raise NerflowError(f"data.level {level!r}: expected auto, word or char")
     labels = label_list({t for ss in splits.values() for s in ss for t in s.tags})
     features = Features(
         {
