@@ -10,7 +10,7 @@ its own section, exactly as the CLI does.
 import os
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 IMAGE = os.environ.get("NERFLOW_IMAGE", "nerflow:0.1.0")
 
@@ -66,13 +66,15 @@ def evaluate_op(
     dataset: Input[Dataset],
     metrics_json: Output[Artifact],
     predictions: Output[Artifact],
+    error_analysis: Output[HTML],
     metrics: Output[Metrics],
 ) -> float:
     import json
 
     from nerflow.evaluate import evaluate
 
-    m = evaluate(json.loads(params_json)["evaluate"], model.path, dataset.path, metrics_json.path, predictions.path)
+    m = evaluate(json.loads(params_json)["evaluate"], model.path, dataset.path, metrics_json.path, predictions.path,
+                 error_analysis.path)
     for key in ("f1", "precision", "recall", "accuracy"):
         metrics.log_metric(key, m[key])
     for etype, v in m["per_type"].items():

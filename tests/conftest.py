@@ -59,7 +59,8 @@ def build_tiny_bert(out: Path, words: list[str]) -> Path:
     common = [w for w, _ in Counter(w.lower() for w in words).most_common(300) if len(w) > 1]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars] + sorted(set(common) - set(chars))
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizer(vocab={tok: i for i, tok in enumerate(vocab)}, do_lower_case=True)
+    # strip_accents=False: NFD would split Hangul syllables into jamo the vocab does not hold
+    tokenizer = BertTokenizer(vocab={tok: i for i, tok in enumerate(vocab)}, do_lower_case=True, strip_accents=False)
     tokenizer.save_pretrained(str(out))
     torch.manual_seed(0)
     config = BertConfig(

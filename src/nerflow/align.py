@@ -107,3 +107,67 @@ def merge_windows(windows: Windows, per_window: Sequence, n_words: Sequence[int]
                 if ctx < 0:
                     row[w] = default
     return best
+
+
+def encode_texts(tokenizer, texts: Sequence[str], max_length: int, stride: int) -> tuple[Windows, list[list[int | None]]]:
+    """Character-level corpora (KLUE-NER): encode raw texts with offsets. Each sub-token's
+    "word id" is the index of its first character, so the word-level machinery (labels on
+    first sub-tokens, window merging) works on characters unchanged. Also returns, per
+    sentence, the start character of the sub-token covering each character (None: covered
+    by none, e.g. a space)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("nerflow needs a fast tokenizer (offset mapping)")
+    enc = tokenizer(
+        list(texts),
+        truncation=True,
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    n = len(enc["input_ids"])
+    sentence = list(enc["overflow_to_sample_mapping"])
+    word_ids: list[list[int | None]] = []
+    cover: list[list[int | None]] = [[None] * len(t) for t in texts]
+    for i in range(n):
+        ids, s = [], sentence[i]
+        for (start, end), special in zip(enc["offset_mapping"][i], enc.word_ids(i)):
+            if special is None or end <= start:
+                ids.append(None)
+                continue
+            # byte-level BPE offsets may include a leading space: start at the first non-space
+            while start < end - 1 and texts[s][start].isspace():
+                start += 1
+            ids.append(start)
+            for c in range(start, end):
+                if cover[s][c] is None:
+                    cover[s][c] = start
+        word_ids.append(ids)
+    windows = Windows(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        token_type_ids=enc.get("token_type_ids"),
+        word_ids=word_ids,
+        sentence=sentence,
+    )
+    return windows, cover
+
+
+def fill_characters(text: str, starts: Sequence, cover: Sequence[int | None], outside: str = "O") -> list:
+    """Character tags from the tags predicted at sub-token starts (``starts[c]`` is None for a
+    character that starts no sub-token): a character inside a sub-token continues its tag
+    (B-X -> I-X); a character covered by none (a space) is I-X inside an entity that goes on
+    after it, else O."""
+    out: list = [None] * len(text)
+    for c in range(len(text)):
+        if starts[c] is not None:
+            out[c] = starts[c]
+        elif cover[c] is not None and out[cover[c]] is not None:
+            head = out[cover[c]]
+            out[c] = "I-" + head[2:] if head != outside else outside
+    for c in range(len(text)):
+        if out[c] is None:
+            prev = next((out[k] for k in range(c - 1, -1, -1) if out[k] is not None), outside)
+            nxt = next((out[k] for k in range(c + 1, len(text)) if out[k] is not None and starts[k] is not None), outside)
+            out[c] = "I-" + prev[2:] if prev != outside and nxt == "I-" + prev[2:] else outside
+    return out

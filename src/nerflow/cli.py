@@ -20,6 +20,7 @@ PATHS = {
     "model": "models/candidate",
     "metrics": "reports/metrics.json",
     "predictions": "reports/predictions.jsonl",
+    "evaluation_report": "reports/evaluation",
     "decision": "reports/gate.json",
     "package_record": "reports/package.json",
 }
@@ -40,13 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     add("preprocess", "tokenize and align labels to sub-words", dataset="dataset", out="features")
     add("train", "fine-tune the encoder", features="features", out="model")
     add("evaluate", "score the model on the test split (seqeval)", model="model", dataset="dataset",
-        metrics="metrics", predictions="predictions")
+        metrics="metrics", predictions="predictions", report="evaluation_report")
     add("gate", "decide whether the model is promoted", metrics="metrics", out="decision")
     add("package", "store the promoted model in BentoML and build a Bento", model="model",
         decision="decision", metrics="metrics", out="package_record")
     add("summary", "print what the last run produced", dataset="dataset",
         report="validation_report", model="model", metrics="metrics", decision="decision",
-        record="package_record")
+        record="package_record", evaluation_report="evaluation_report")
     return parser
 
 
@@ -93,9 +94,12 @@ def run(argv: list[str] | None = None) -> int:
     elif step == "evaluate":
         from nerflow.evaluate import evaluate
 
-        m = evaluate(params["evaluate"], args.model, args.dataset, args.metrics, args.predictions)
+        m = evaluate(params["evaluate"], args.model, args.dataset, args.metrics, args.predictions, args.report)
         print(f"evaluate: test F1 {m['f1']:.4f} (P {m['precision']:.4f}, R {m['recall']:.4f}); "
-              + ", ".join(f"{t} {v['f1']:.3f}" for t, v in m["per_type"].items()))
+              + ", ".join(f"{t} {v['f1']:.3f}" for t, v in m["per_type"].items())
+              + f"; error analysis {Path(args.report) / 'errors.html'}")
+        if len(m["test_sets"]) > 1:
+            print((Path(args.report) / "test_sets.md").read_text())
     elif step == "gate":
         from nerflow.gate import gate
 

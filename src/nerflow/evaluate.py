@@ -1,19 +1,41 @@
-"""Step `evaluate`: score a trained model on the test split with seqeval, at word level.
+"""Step `evaluate`: score a trained model with seqeval at word (or character) level, on the
+test split and on any further named test sets, with an error analysis.
 
-Writes ``metrics.json`` (overall and per-type P/R/F1, accuracy, throughput; a DVC metric)
-and ``predictions.jsonl`` (one sentence a line: tokens, gold and predicted tags).
+Writes ``metrics.json`` (a DVC metric: the chosen scheme's overall and per-type scores at the
+top, both seqeval modes under ``schemes``, KLUE's numbers for character-level data, one entry
+per test set under ``test_sets``), ``predictions.jsonl`` (tokens, gold and predicted tags per
+test sentence) and a report folder: ``confusion.csv`` (DVC plot), ``confusion.png``,
+``errors.json`` (error kinds, highest-loss sentences), ``errors.html``, ``test_sets.md``.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from nerflow.atomic import atomic_file, write_json
+from nerflow import NerflowError
+from nerflow.analysis import confusion, confusion_png, error_kinds, error_report_html, sentence_losses
+from nerflow.atomic import atomic_dir, atomic_file, write_json
 from nerflow.data import load_dataset_dir, read_manifest
-from nerflow.metrics import score
+from nerflow.metrics import all_scores
+
+
+def _extra_test_sets(params: dict[str, Any]) -> list[tuple[str, list[list[str]], list[list[str]]]]:
+    """Further test sets from ``evaluate.test_sets``: [{name, path, format?, scheme?, ...}]."""
+    from nerflow.params import resolve_path
+    from nerflow.readers import read_split, to_iob2
+
+    out = []
+    for i, spec in enumerate(params.get("test_sets") or []):
+        if not isinstance(spec, dict) or not spec.get("name") or not spec.get("path"):
+            raise NerflowError(f"evaluate.test_sets[{i}]: expected {{name: ..., path: ...}}")
+        sentences = read_split(resolve_path(spec["path"]), spec.get("format", "auto"), spec)
+        scheme = spec.get("scheme", "iob2")
+        out.append((spec["name"], [s.tokens for s in sentences], [to_iob2(s.tags, scheme) for s in sentences]))
+    return out
 
 
 def evaluate(
@@ -22,31 +44,88 @@ def evaluate(
     dataset_dir: str | Path,
     metrics_out: str | Path,
     predictions_out: str | Path,
+    report_dir: str | Path | None = None,
     split: str = "test",
 ) -> dict[str, Any]:
     from nerflow.predict import WordTagger
 
     dataset = load_dataset_dir(dataset_dir)
     manifest = read_manifest(dataset_dir)
+    level = manifest.get("level", "word")
     rows = dataset[split]
     names = rows.features["ner_tags"].feature.names
-    tokens = rows["tokens"]
-    gold = [[names[t] for t in tags] for tags in rows["ner_tags"]]
+    test_sets = [(split, rows["tokens"], [[names[t] for t in tags] for tags in rows["ner_tags"]])]
+    test_sets += _extra_test_sets(params)
     tagger = WordTagger(model_dir, precision=params.get("precision", "auto"), batch_size=int(params.get("batch_size", 64)))
-    started = time.perf_counter()
-    pred, _probs = tagger.predict(tokens)
-    seconds = time.perf_counter() - started
-    metrics = score(gold, pred, params.get("scheme", "default"))
+    scheme = params.get("scheme", "default")
+    if scheme not in ("default", "strict"):
+        raise NerflowError(f"evaluate.scheme {scheme!r}: expected default or strict")
+
+    results = {}
+    for name, tokens, gold in test_sets:
+        started = time.perf_counter()
+        pred, _probs, dists = tagger.predict(tokens, distributions=True)
+        seconds = time.perf_counter() - started
+        scores = all_scores(gold, pred, level)
+        results[name] = {"tokens": tokens, "gold": gold, "pred": pred, "dists": dists, "scores": scores,
+                         "seconds": seconds}
+
+    main = results[split]
+    metrics = dict(main["scores"][scheme])
     metrics.update(
         split=split,
-        sentences=len(tokens),
-        words=sum(len(t) for t in tokens),
+        level=level,
+        sentences=len(main["tokens"]),
+        words=sum(len(t) for t in main["tokens"]),
         content_hash=manifest["content_hash"],
-        predict_seconds=round(seconds, 2),
-        sentences_per_second=round(len(tokens) / seconds, 1),
+        predict_seconds=round(main["seconds"], 2),
+        sentences_per_second=round(len(main["tokens"]) / max(main["seconds"], 1e-9), 1),
+        schemes={k: v for k, v in main["scores"].items() if k != "klue"},
+        test_sets={
+            name: {"sentences": len(r["tokens"]), "f1": r["scores"][scheme]["f1"], "precision": r["scores"][scheme]["precision"],
+                   "recall": r["scores"][scheme]["recall"], "strict_f1": r["scores"]["strict"]["f1"],
+                   "macro_f1": r["scores"][scheme]["macro_f1"], "accuracy": r["scores"][scheme]["accuracy"]}
+            for name, r in results.items()
+        },
     )
+    if "klue" in main["scores"]:
+        metrics["klue"] = main["scores"]["klue"]
+    kinds = error_kinds(main["gold"], main["pred"])
+    metrics["error_kinds"] = kinds["counts"]
+
     with atomic_file(predictions_out) as fh:
-        for t, g, p in zip(tokens, gold, pred):
+        for t, g, p in zip(main["tokens"], main["gold"], main["pred"]):
             fh.write(json.dumps({"tokens": t, "gold": g, "pred": p}, ensure_ascii=False) + "\n")
+    if report_dir is not None:
+        write_report(report_dir, main, kinds, metrics, tagger, level, int(params.get("top_loss_sentences", 50)))
     write_json(metrics_out, metrics)
     return metrics
+
+
+def write_report(report_dir, main: dict, kinds: dict, metrics: dict, tagger, level: str, top_n: int) -> None:
+    labels = [label for label in tagger.labels]
+    extra = sorted({t for row in main["gold"] for t in row} - set(labels))  # gold labels the model does not know
+    labels += extra
+    matrix = confusion(main["gold"], main["pred"], labels)
+    losses = sentence_losses(main["gold"], main["dists"], tagger.label_index)
+    order = sorted(range(len(losses)), key=lambda i: -losses[i])[:top_n]
+    top = [{"index": i, "loss": losses[i], "tokens": main["tokens"][i], "gold": main["gold"][i], "pred": main["pred"][i]}
+           for i in order]
+    with atomic_dir(report_dir) as tmp:
+        with open(tmp / "confusion.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)  # one row per token: DVC's confusion template counts rows
+            writer.writerow(["actual", "predicted"])
+            for g_row, p_row in zip(main["gold"], main["pred"]):
+                writer.writerows(zip(g_row, p_row))
+        confusion_png(matrix, labels, tmp / "confusion.png")
+        write_json(tmp / "errors.json", {"error_kinds": kinds, "labels": labels, "confusion": matrix,
+                                         "highest_loss_sentences": top})
+        (tmp / "errors.html").write_text(
+            error_report_html("nerflow error analysis", top, kinds, metrics, joiner="" if level == "char" else " "),
+            encoding="utf-8")
+        lines = ["| test set | sentences | F1 | precision | recall | strict F1 | macro F1 | token accuracy |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for name, r in metrics["test_sets"].items():
+            lines.append(f"| {name} | {r['sentences']} | {r['f1']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} | "
+                         f"{r['strict_f1']:.4f} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} |")
+        (tmp / "test_sets.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -34,3 +34,22 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: 
             for etype, r in sorted(report.items())
         },
     }
+
+
+def character_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
+    """KLUE-NER's character-level macro F1: per-character labels, macro average over the
+    labels other than O (as the KLUE baseline computes it)."""
+    from sklearn.metrics import f1_score
+
+    g = [t for row in gold for t in row]
+    p = [t for row in pred for t in row]
+    labels = sorted(set(g) - {"O"})
+    return float(f1_score(g, p, labels=labels, average="macro", zero_division=0)) if labels else 0.0
+
+
+def all_scores(gold, pred, level: str = "word") -> dict[str, Any]:
+    """Both seqeval modes, and for character-level corpora KLUE's two numbers."""
+    out = {"default": score(gold, pred, "default"), "strict": score(gold, pred, "strict")}
+    if level == "char":
+        out["klue"] = {"entity_macro_f1": out["strict"]["macro_f1"], "character_macro_f1": character_f1(gold, pred)}
+    return out

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from nerflow.align import encode_words, merge_windows
+from nerflow.align import encode_texts, encode_words, fill_characters, merge_windows
 from nerflow.device import autocast, resolve_precision
 
 MODEL_INFO = "nerflow.json"  # written by the train step beside the model
@@ -25,20 +25,49 @@ class WordTagger:
         self.device, self.precision = resolve_precision(precision)
         self.model = AutoModelForTokenClassification.from_pretrained(str(model_dir)).to(self.device).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.label_index = {label: i for i, label in enumerate(self.labels)}
+        self.outside = "O" if "O" in self.label_index else self.labels[0]
+        self.o_index = self.label_index[self.outside]
         self.max_length = int(self.info.get("max_length", min(self.tokenizer.model_max_length, 512)))
         self.stride = int(self.info.get("stride", 32))
         self.batch_size = batch_size
         self._torch = torch
 
-    def predict(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[float]]]:
-        """Tags and probabilities for each word of each sentence."""
-        torch = self._torch
+    def predict(self, sentences: Sequence[Sequence[str]], distributions: bool = False):
+        """Tags and probabilities for each token of each sentence (words, or characters for a
+        character-level model); with ``distributions``, also each token's probability vector
+        over the labels (None for a character no sub-token starts at, e.g. a space)."""
         if not sentences:
-            return [], []
-        windows = encode_words(self.tokenizer, sentences, self.max_length, self.stride)
+            return ([], [], []) if distributions else ([], [])
+        char_level = self.info.get("level") == "char"
+        if char_level:
+            texts = ["".join(s) for s in sentences]
+            windows, cover = encode_texts(self.tokenizer, texts, self.max_length, self.stride)
+        else:
+            windows = encode_words(self.tokenizer, sentences, self.max_length, self.stride)
+        per_window = self._run(windows)
+        n_tokens = [len(s) for s in sentences]
+        merged = merge_windows(windows, per_window, n_tokens, default=None if char_level else (self.o_index, None))
+        tags, probs, dists = [], [], []
+        for k, row in enumerate(merged):
+            if char_level:
+                head = [None if v is None else self.labels[v[0]] for v in row]
+                tag_row = fill_characters(texts[k], head, cover[k], self.outside)
+                dist_row = [row[c][1] if row[c] is not None else (row[cover[k][c]][1] if cover[k][c] is not None and row[cover[k][c]] is not None else None)
+                            for c in range(len(row))]
+            else:
+                tag_row = [self.labels[v[0]] for v in row]
+                dist_row = [v[1] for v in row]
+            tags.append(tag_row)
+            dists.append(dist_row)
+            probs.append([0.0 if d is None else float(d[self.label_index[t]]) for t, d in zip(tag_row, dist_row)])
+        return (tags, probs, dists) if distributions else (tags, probs)
+
+    def _run(self, windows) -> list[list[tuple[int, list[float]]]]:
+        """(label id, probability vector) for every sub-token of every window."""
+        torch = self._torch
         n = len(windows.input_ids)
-        label_ids: list = [None] * n
-        probs: list = [None] * n
+        out: list = [None] * n
         order = sorted(range(n), key=lambda i: len(windows.input_ids[i]))  # little padding
         pad = self.tokenizer.pad_token_id or 0
         with torch.inference_mode(), autocast(self.device, self.precision):
@@ -55,16 +84,12 @@ class WordTagger:
                 }
                 if windows.token_type_ids is not None:
                     batch["token_type_ids"] = padded([windows.token_type_ids[i] for i in idx], 0)
-                logits = self.model(**batch).logits.float()
-                p, ids = logits.softmax(-1).max(-1)
+                dist = self.model(**batch).logits.float().softmax(-1)
+                ids = dist.argmax(-1).tolist()
+                dist = dist.tolist()
                 for row, i in enumerate(idx):
-                    label_ids[i] = ids[row].tolist()
-                    probs[i] = p[row].tolist()
-        n_words = [len(s) for s in sentences]
-        merged_ids = merge_windows(windows, label_ids, n_words, default=self.labels.index("O") if "O" in self.labels else 0)
-        merged_p = merge_windows(windows, probs, n_words, default=0.0)
-        tags = [[self.labels[i] for i in row] for row in merged_ids]
-        return tags, merged_p
+                    out[i] = list(zip(ids[row], dist[row]))
+        return out
 
 
 # Words the way CoNLL-style corpora split them: runs of letters/digits (keeping inner

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nerflow.align import align_labels, encode_words
+from nerflow.align import align_labels, encode_texts, encode_words
 from nerflow.atomic import atomic_dir, write_json
 from nerflow.data import load_dataset_dir, read_manifest
 from nerflow.params import resolve_path
@@ -31,6 +31,15 @@ def load_tokenizer(model_spec: str | Path):
     return tokenizer
 
 
+def word_starts(word_ids) -> list[int]:
+    """1 on the first sub-token of each word, else 0."""
+    out, prev = [], None
+    for w in word_ids:
+        out.append(int(w is not None and w != prev))
+        prev = w
+    return out
+
+
 def preprocess(params: dict[str, Any], dataset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     from datasets import Dataset, DatasetDict, disable_progress_bars
 
@@ -44,9 +53,13 @@ def preprocess(params: dict[str, Any], dataset_dir: str | Path, out_dir: str | P
     labels = manifest["labels"]
 
     out, stats = {}, {}
+    level = manifest.get("level", "word")
     for split in dataset:
         rows = dataset[split]
-        windows = encode_words(tokenizer, rows["tokens"], max_length, stride)
+        if level == "char":  # align sub-words to character tags through the offset mapping
+            windows, _ = encode_texts(tokenizer, ["".join(t) for t in rows["tokens"]], max_length, stride)
+        else:
+            windows = encode_words(tokenizer, rows["tokens"], max_length, stride)
         tags = rows["ner_tags"]
         columns: dict[str, list] = {
             "input_ids": windows.input_ids,
@@ -55,6 +68,7 @@ def preprocess(params: dict[str, Any], dataset_dir: str | Path, out_dir: str | P
                 align_labels(w, tags[s], labels, all_sub) for w, s in zip(windows.word_ids, windows.sentence)
             ],
         }
+        columns["word_start"] = [word_starts(w) for w in windows.word_ids]  # scoring: words, not sub-tokens
         if windows.token_type_ids is not None:
             columns["token_type_ids"] = windows.token_type_ids
         out[split] = Dataset.from_dict(columns)
@@ -74,6 +88,7 @@ def preprocess(params: dict[str, Any], dataset_dir: str | Path, out_dir: str | P
         "max_length": max_length,
         "stride": stride,
         "label_all_subtokens": all_sub,
+        "level": level,
         "splits": stats,
     }
     with atomic_dir(out_dir) as tmp:

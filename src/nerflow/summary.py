@@ -29,6 +29,15 @@ def summary(paths: dict[str, Any]) -> str:
     lines.append(f"test       F1 {m['f1']:.4f}  P {m['precision']:.4f}  R {m['recall']:.4f}  accuracy {m['accuracy']:.4f}  ({m['scheme']} scheme)")
     for etype, v in m["per_type"].items():
         lines.append(f"           {etype:<10} F1 {v['f1']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}  support {v['support']}")
+    if "schemes" in m:
+        lines.append(f"           strict IOB2 F1 {m['schemes']['strict']['f1']:.4f}; macro F1 {m['macro_f1']:.4f}")
+    if "klue" in m:
+        lines.append(f"           KLUE entity macro F1 {m['klue']['entity_macro_f1']:.4f}, character macro F1 {m['klue']['character_macro_f1']:.4f}")
+    if "error_kinds" in m:
+        lines.append("errors     " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in m["error_kinds"].items())
+                     + f"; {Path(paths['evaluation_report']) / 'errors.html'}")
+    for name, t in list(m.get("test_sets", {}).items())[1:]:
+        lines.append(f"test set   {name:<10} F1 {t['f1']:.4f}  ({t['sentences']} sentences)")
     d = read_json(paths["decision"])
     lines.append(f"gate       {'PROMOTED' if d['promote'] else 'REFUSED'}: " + "; ".join(d["reasons"]))
     r = read_json(paths["record"])
