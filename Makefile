@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test pipeline kfp-run lock serve clean
+.PHONY: install run test pipeline kfp-run lock serve bench clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -41,6 +41,10 @@ pipeline: install
 
 serve: install
 	BENTOML_HOME=$(abspath .bentoml) bentoml serve $$(python -c "import json;print(json.load(open('reports/package.json'))['bento_tag'])") --port 3000
+
+## Our train step vs the HF guide's recipe, and evaluate vs a plain pipeline (prints ratios).
+bench: install
+	python bench/benchmark.py
 
 lock: install
 	$(UV) compile $(UVP) requirements.in $(TORCH_SOURCE) --no-header -o requirements.lock

@@ -32,27 +32,38 @@ from components.steps import (  # noqa: E402
 PIPELINE_NAME = "nerflow"
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="NER corpus in, gated and packaged NER model out")
-def nerflow_pipeline(params_json: str) -> bool:
-    data = data_op(params_json=params_json)
-    validation = validate_op(params_json=params_json, dataset=data.outputs["dataset"])
-    features = preprocess_op(
-        params_json=params_json, dataset=data.outputs["dataset"], validation_report=validation.outputs["report"]
-    )
-    trained = train_op(params_json=params_json, features=features.outputs["features"])
-    trained.set_cpu_request("2").set_memory_request("8G")
-    evaluation = evaluate_op(
-        params_json=params_json, model=trained.outputs["model"], dataset=data.outputs["dataset"]
-    )
-    gate = gate_op(params_json=params_json, metrics_json=evaluation.outputs["metrics_json"])
-    with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712  (KFP condition syntax)
-        package_op(
-            params_json=params_json,
-            model=trained.outputs["model"],
-            decision=gate.outputs["decision"],
-            metrics_json=evaluation.outputs["metrics_json"],
+def make_pipeline(resources: dict | None = None):
+    """The pipeline, with the train task's resource requests (``train.resources`` in params:
+    cpu, memory, gpus, accelerator). For several GPUs, the training image runs the same
+    step under torchrun (see README)."""
+    resources = resources or {}
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="NER corpus in, gated and packaged NER model out")
+    def nerflow_pipeline(params_json: str) -> bool:
+        data = data_op(params_json=params_json)
+        validation = validate_op(params_json=params_json, dataset=data.outputs["dataset"])
+        features = preprocess_op(
+            params_json=params_json, dataset=data.outputs["dataset"], validation_report=validation.outputs["report"]
         )
-    return gate.outputs["Output"]
+        trained = train_op(params_json=params_json, features=features.outputs["features"])
+        trained.set_cpu_request(str(resources.get("cpu", "2"))).set_memory_request(str(resources.get("memory", "8G")))
+        if int(resources.get("gpus", 0) or 0) > 0:
+            trained.set_accelerator_type(resources.get("accelerator", "nvidia.com/gpu"))
+            trained.set_accelerator_limit(int(resources["gpus"]))
+        evaluation = evaluate_op(
+            params_json=params_json, model=trained.outputs["model"], dataset=data.outputs["dataset"]
+        )
+        gate = gate_op(params_json=params_json, metrics_json=evaluation.outputs["metrics_json"])
+        with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712  (KFP condition syntax)
+            package_op(
+                params_json=params_json,
+                model=trained.outputs["model"],
+                decision=gate.outputs["decision"],
+                metrics_json=evaluation.outputs["metrics_json"],
+            )
+        return gate.outputs["Output"]
+
+    return nerflow_pipeline
 
 
 def params_json(path: str | Path) -> str:
@@ -61,10 +72,13 @@ def params_json(path: str | Path) -> str:
     return json.dumps(load_params(path))
 
 
-def compile_pipeline(out: str | Path = "pipeline.yaml") -> Path:
+def compile_pipeline(out: str | Path = "pipeline.yaml", params_path: str | Path = "params.yaml") -> Path:
     from kfp import compiler
 
-    compiler.Compiler().compile(nerflow_pipeline, str(out))
+    from nerflow.params import load_params
+
+    resources = load_params(params_path)["train"].get("resources")
+    compiler.Compiler().compile(make_pipeline(resources), str(out))
     return Path(out)
 
 
@@ -80,7 +94,7 @@ def run_locally(params_path: str | Path = "params.yaml", pipeline_root: str | Pa
     os.environ["BENTOML_HOME"] = bentoml_home(params["package"])
     root = Path(pipeline_root).resolve()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    run = nerflow_pipeline(params_json=json.dumps(params))
+    run = make_pipeline(params["train"].get("resources"))(params_json=json.dumps(params))
     return {"promoted": bool(run.output), "pipeline_root": str(root)}
 
 
@@ -89,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="write the pipeline spec (YAML)")
     c.add_argument("--out", default="pipeline.yaml")
+    c.add_argument("--params", default="params.yaml", help="read for the train task's resource requests")
     r = sub.add_parser("run", help="run the whole pipeline locally (kfp.local, no cluster)")
     r.add_argument("--params", default="params.yaml")
     r.add_argument("--pipeline-root", default="kfp-runs")
@@ -103,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "compile":
-        print(f"wrote {compile_pipeline(args.out)}")
+        print(f"wrote {compile_pipeline(args.out, args.params)}")
     elif args.command == "run":
         result = run_locally(args.params, args.pipeline_root)
         print(json.dumps(result))
@@ -111,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         import kfp
 
         client = kfp.Client(host=args.host)
-        spec = compile_pipeline(Path(os.environ.get("TMPDIR", "/tmp")) / "nerflow-pipeline.yaml")
+        spec = compile_pipeline(Path(os.environ.get("TMPDIR", "/tmp")) / "nerflow-pipeline.yaml", args.params)
         arguments = {"params_json": params_json(args.params)}
         if args.command == "submit":
             run = client.create_run_from_pipeline_package(str(spec), arguments=arguments, experiment_name=args.experiment)

@@ -87,3 +87,29 @@ def test_cli_gate_refuses_and_package_skips(library_run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "package.json").read_text())["packaged"] is False
     assert not Path(p["package"]["bentoml_home"], "models").exists()
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(library_run, tmp_path):
+    import signal
+    import time
+
+    p = dict(library_run["params"]["train"], max_steps=300, save_steps=10, eval_each_epoch=False, batch_size=8)
+    pfile = write_params(dict(library_run["params"], train=p), tmp_path / "params.yaml")
+    out = tmp_path / "model"
+    work = tmp_path / ".model.trainer"
+    cmd = CLI + ["--params", str(pfile), "train", "--features", str(library_run["features"]), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (work / "checkpoint-20").exists():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing half-written
+    done = sorted(int(c.name.split("-")[1]) for c in work.glob("checkpoint-*"))
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "train_log.json").read_text())["summary"]
+    assert summary["steps"] == 300 and summary["resumed_from_step"] == done[-1] >= 20
+    assert not work.exists()  # cleaned up after success

@@ -23,7 +23,9 @@ from nerflow.predict import MODEL_INFO
 from nerflow.preprocess import INFO as PREPROCESS_INFO
 
 
-def _optimizer(model, lr: float, head_lr: float, weight_decay: float):
+def _optimizer(model, lr: float, head_lr: float, weight_decay: float, implementation: str = "foreach"):
+    """AdamW with the new head at its own learning rate and no decay on biases and norms.
+    ``implementation``: foreach (multi-tensor) or fused (one kernel per step: CUDA, recent CPUs)."""
     import torch
 
     head = {n for n, _ in model.named_parameters() if n.startswith(("classifier.", "score."))}
@@ -38,28 +40,75 @@ def _optimizer(model, lr: float, head_lr: float, weight_decay: float):
             for (is_head, nd), ps in groups.items()
         ],
         lr=lr,
-        foreach=True,
+        **({"fused": True} if implementation == "fused" else {"foreach": True}),
     )
 
 
-def _dev_f1(labels: list[str]):
+def word_level(preds, gold, starts: list[list[int]], labels: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """Gold and predicted tags at the first sub-token of each word only, whatever the
+    alignment mode (all-sub-token labels would otherwise count an entity per sub-token)."""
     import numpy as np
 
+    g_seqs, p_seqs = [], []
+    for p_row, g_row, s_row in zip(preds, gold, starts):
+        keep = np.zeros(len(g_row), dtype=bool)
+        keep[: len(s_row)] = np.asarray(s_row, dtype=bool)[: len(g_row)]
+        keep &= np.asarray(g_row) != -100
+        g_seqs.append([labels[i] for i in np.asarray(g_row)[keep]])
+        p_seqs.append([labels[i] for i in np.asarray(p_row)[keep]])
+    return g_seqs, p_seqs
+
+
+def _dev_f1(labels: list[str], starts: list[list[int]]):
     from nerflow.metrics import score
 
     def compute(eval_pred) -> dict[str, float]:
         preds, gold = eval_pred.predictions, eval_pred.label_ids
         if preds.ndim == 3:
             preds = preds.argmax(-1)
-        g_seqs, p_seqs = [], []
-        for p_row, g_row in zip(preds, gold):
-            keep = g_row != -100
-            g_seqs.append([labels[i] for i in g_row[keep]])
-            p_seqs.append([labels[i] for i in np.asarray(p_row)[keep]])
+        g_seqs, p_seqs = word_level(preds, gold, starts, labels)
         s = score(g_seqs, p_seqs)
         return {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"]}
 
     return compute
+
+
+RUN_KEY = "nerflow-run.json"  # what a checkpoint in the work folder was trained with
+
+
+def _run_key(params: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    keys = ("model", "seed", "epochs", "max_steps", "batch_size", "learning_rate", "head_learning_rate",
+            "weight_decay", "warmup_steps", "lr_scheduler", "group_by_length", "gradient_accumulation_steps",
+            "freeze_embeddings")
+    return {"params": {k: params.get(k) for k in keys}, "data": info["content_hash"],
+            "features": [info["max_length"], info["stride"], info["label_all_subtokens"]]}
+
+
+def _checkpoint_to_resume(work_dir: Path, params: dict[str, Any], info: dict[str, Any]) -> Path | None:
+    """The last checkpoint a killed run of the same training left behind; a work folder from
+    other params or data is cleared instead."""
+    import shutil
+
+    if not work_dir.exists():
+        return None
+    try:
+        same = json.loads((work_dir / RUN_KEY).read_text()) == json.loads(json.dumps(_run_key(params, info)))
+    except (OSError, ValueError):
+        same = False
+    checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: _step_of(p) or 0)
+    if same and checkpoints:
+        return checkpoints[-1]
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return None
+
+
+def _step_of(checkpoint) -> int | None:
+    if not checkpoint:
+        return None
+    try:
+        return int(str(checkpoint).rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
 
 
 def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Path) -> dict[str, Any]:
@@ -70,6 +119,7 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
         AutoModelForTokenClassification,
         AutoTokenizer,
         DataCollatorForTokenClassification,
+        EarlyStoppingCallback,
         Trainer,
         TrainingArguments,
     )
@@ -100,10 +150,27 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
+    if params.get("freeze_embeddings"):
+        for param in model.get_input_embeddings().parameters():
+            param.requires_grad = False
     device, precision = resolve_precision(params.get("precision", "auto"))
     eval_each_epoch = bool(params.get("eval_each_epoch", True)) and "validation" in features
+    patience = int(params.get("early_stopping_patience") or 0)
+    keep_best = eval_each_epoch and bool(params.get("keep_best", True))
+    save_steps = int(params.get("save_steps") or 0)
     model_out = Path(model_out)
     work_dir = model_out.parent / f".{model_out.name}.trainer"
+    resume_from = _checkpoint_to_resume(work_dir, params, info) if params.get("resume", True) else None
+    if keep_best or patience:
+        save = {"save_strategy": "epoch", "load_best_model_at_end": True, "metric_for_best_model": "f1",
+                "greater_is_better": True, "save_total_limit": 2}
+    elif save_steps > 0:
+        save = {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 2}
+    else:
+        save = {"save_strategy": "no"}
+    if save_steps > 0 and save["save_strategy"] == "epoch":
+        # checkpoints every N steps as well as at each epoch: steps strategy with evaluation on the same steps
+        save.update(save_strategy="steps", save_steps=save_steps)
     args = TrainingArguments(
         output_dir=str(work_dir),
         seed=seed,
@@ -119,8 +186,11 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        eval_strategy="epoch" if eval_each_epoch else "no",
-        save_strategy="no",
+        eval_strategy=("steps" if save.get("save_strategy") == "steps" and keep_best else "epoch") if eval_each_epoch else "no",
+        eval_steps=save_steps if save.get("save_strategy") == "steps" and keep_best else None,
+        **save,
+        gradient_accumulation_steps=int(params.get("gradient_accumulation_steps", 1)),
+        torch_compile=bool(params.get("torch_compile", False)),
         logging_strategy="steps",
         logging_steps=int(params.get("logging_steps", 50)),
         dataloader_num_workers=int(params.get("dataloader_workers", 0)),
@@ -135,7 +205,7 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
         eval_dataset=features["validation"] if eval_each_epoch else None,
         data_collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8),
         processing_class=tokenizer,
-        compute_metrics=_dev_f1(labels) if eval_each_epoch else None,
+        compute_metrics=_dev_f1(labels, features["validation"]["word_start"]) if eval_each_epoch else None,
         preprocess_logits_for_metrics=lambda logits, _labels: logits.argmax(-1),
         optimizers=(
             _optimizer(
@@ -143,12 +213,16 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
                 float(params.get("learning_rate", 5e-5)),
                 float(params.get("head_learning_rate", params.get("learning_rate", 5e-5))),
                 float(params.get("weight_decay", 0.0)),
+                params.get("optimizer", "foreach"),
             ),
             None,
         ),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience and eval_each_epoch else None,
     )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_json(work_dir / RUN_KEY, _run_key(params, info))
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
     history = trainer.state.log_history
     dev = [{"epoch": h["epoch"], "f1": h["eval_f1"]} for h in history if "eval_f1" in h]
@@ -167,12 +241,16 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
         "epochs": float(result.metrics.get("epoch", 0)),
         "final_train_loss": float(result.training_loss),
         "dev_f1": dev,
+        "best_dev_f1": trainer.state.best_metric,
+        "best_checkpoint_step": _step_of(trainer.state.best_model_checkpoint),
+        "resumed_from_step": _step_of(resume_from),
     }
     model_info = {
         "labels": labels,
         "max_length": info["max_length"],
         "stride": info["stride"],
         "label_all_subtokens": info["label_all_subtokens"],
+        "level": info.get("level", "word"),
         "content_hash": info["content_hash"],
         "base_model": str(params["model"]),
         "train": summary,
