@@ -115,6 +115,8 @@ def test_compiled_pipeline_has_one_task_per_step_and_the_gate_condition(tmp_path
     assert "gate-op-Output" in condition["triggerPolicy"]["condition"]
     inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
     assert set(inner) == {"package-op"}
+    train_exec = spec["deploymentSpec"]["executors"]["exec-train-op"]["container"]
+    assert train_exec["resources"]["cpuRequest"] == 2.0 and "memoryRequest" in train_exec["resources"]
 
 
 def test_validation_failure_stops_the_kfp_run_before_training(params, tmp_path, conll_dir):
