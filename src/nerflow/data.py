@@ -43,14 +43,19 @@ def label_list(tags: set[str]) -> list[str]:
     return sorted(tags, key=key)
 
 
-def count_entities(tags: list[str]) -> int:
-    """Entities in one tag sequence: a B-X, or an I-X not continuing an X (IOB1 style)."""
-    count, prev = 0, "O"
+def entity_types(tags: list[str]) -> list[str]:
+    """Types of the entities in one tag sequence, by conlleval's rule: a B-X, or an I-X that
+    does not continue an X, starts an entity."""
+    out, prev = [], "O"
     for tag in tags:
         if tag.startswith("B-") or (tag.startswith("I-") and prev[2:] != tag[2:]):
-            count += 1
-        prev = tag if tag != "O" else "O"
-    return count
+            out.append(tag[2:])
+        prev = tag
+    return out
+
+
+def count_entities(tags: list[str]) -> int:
+    return len(entity_types(tags))
 
 
 def content_hash(splits: dict[str, list[Sentence]]) -> str:

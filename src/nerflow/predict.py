@@ -1,4 +1,5 @@
-"""Word-level tagging with a trained model: used by the evaluate step and the service."""
+"""Tagging with a trained model, a label for every word (or character, for character-level
+models): used by the evaluate step and the service."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ MODEL_INFO = "nerflow.json"  # written by the train step beside the model
 
 
 class WordTagger:
-    """Tags pre-split words; every word gets exactly one label and a probability."""
+    """Tags pre-split words (or characters); every one gets exactly one label and a probability."""
 
     def __init__(self, model_dir: str | Path, precision: str = "auto", batch_size: int = 64):
         import torch

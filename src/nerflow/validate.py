@@ -18,7 +18,7 @@ from typing import Any
 
 from nerflow import NerflowError
 from nerflow.atomic import atomic_dir, atomic_file, read_json, write_json
-from nerflow.data import SPLITS, load_dataset_dir, read_manifest
+from nerflow.data import SPLITS, entity_types, load_dataset_dir, read_manifest
 
 LABEL_PATTERN = r"^(?:O|[BI]-[^\s-]\S*)$"
 EXAMPLES = 10
@@ -56,16 +56,6 @@ def check_settings(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if s["severity"] not in ("error", "warning", "off"):
             raise NerflowError(f"validate.checks.{name}.severity: expected error, warning or off, not {s['severity']!r}")
     return settings
-
-
-def entity_types(tags: list[str]) -> list[str]:
-    """Types of the entities in one IOB tag sequence (conlleval: an I-X after another type starts one)."""
-    out, prev = [], "O"
-    for tag in tags:
-        if tag.startswith("B-") or (tag.startswith("I-") and prev[2:] != tag[2:]):
-            out.append(tag[2:])
-        prev = tag
-    return out
 
 
 def _subtoken_counts(tokenizer_spec: str | None, sentences: list[list[str]], level: str) -> list[int] | None:
