@@ -95,11 +95,24 @@ def _checkpoint_to_resume(work_dir: Path, params: dict[str, Any], info: dict[str
         same = json.loads((work_dir / RUN_KEY).read_text()) == json.loads(json.dumps(_run_key(params, info)))
     except (OSError, ValueError):
         same = False
-    checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: _step_of(p) or 0)
+    # a run killed while writing a checkpoint leaves it incomplete: the Trainer writes
+    # trainer_state.json last, so only a checkpoint with a readable one is resumable
+    checkpoints = sorted((c for c in work_dir.glob("checkpoint-*") if _complete(c)), key=lambda p: _step_of(p) or 0)
     if same and checkpoints:
+        for partial in work_dir.glob("checkpoint-*"):
+            if partial not in checkpoints:
+                shutil.rmtree(partial, ignore_errors=True)
         return checkpoints[-1]
     shutil.rmtree(work_dir, ignore_errors=True)
     return None
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _step_of(checkpoint) -> int | None:
