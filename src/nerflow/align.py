@@ -27,19 +27,19 @@ class Windows:
     sentence: list[int]  # window -> index of its sentence in the batch
 
 
-def encode_words(tokenizer, sentences: Sequence[Sequence[str]], max_length: int, stride: int) -> Windows:
+def _encode_windows(tokenizer, inputs: list, max_length: int, stride: int, **options):
+    """One tokenizer call cutting every input into overlapping windows of at most
+    ``max_length`` sub-tokens, ``stride`` of them shared between neighbours."""
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("nerflow needs a fast tokenizer (word_ids)")
+        raise ValueError("nerflow needs a fast tokenizer (word ids and offsets)")
     if stride >= max_length - tokenizer.num_special_tokens_to_add():
         raise ValueError(f"stride {stride} must be smaller than max_length {max_length} minus specials")
-    enc = tokenizer(
-        [list(s) for s in sentences],
-        is_split_into_words=True,
-        truncation=True,
-        max_length=max_length,
-        stride=stride,
-        return_overflowing_tokens=True,
-    )
+    return tokenizer(inputs, truncation=True, max_length=max_length, stride=stride,
+                     return_overflowing_tokens=True, **options)
+
+
+def encode_words(tokenizer, sentences: Sequence[Sequence[str]], max_length: int, stride: int) -> Windows:
+    enc = _encode_windows(tokenizer, [list(s) for s in sentences], max_length, stride, is_split_into_words=True)
     n = len(enc["input_ids"])
     return Windows(
         input_ids=enc["input_ids"],
@@ -115,16 +115,7 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int, stride: int) 
     first sub-tokens, window merging) works on characters unchanged. Also returns, per
     sentence, the start character of the sub-token covering each character (None: covered
     by none, e.g. a space)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("nerflow needs a fast tokenizer (offset mapping)")
-    enc = tokenizer(
-        list(texts),
-        truncation=True,
-        max_length=max_length,
-        stride=stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-    )
+    enc = _encode_windows(tokenizer, list(texts), max_length, stride, return_offsets_mapping=True)
     n = len(enc["input_ids"])
     sentence = list(enc["overflow_to_sample_mapping"])
     word_ids: list[list[int | None]] = []
