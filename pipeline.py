@@ -1,4 +1,4 @@
-"""The nerflow Kubeflow pipeline: validate -> preprocess -> train -> evaluate -> gate -> package.
+"""The nerflow Kubeflow pipeline: data -> validate -> preprocess -> train -> evaluate -> register -> gate -> package.
 
     python pipeline.py compile [--out pipeline.yaml]      write the pipeline spec
     python pipeline.py run [--params params.yaml]         run the whole pipeline locally (no cluster)
@@ -25,6 +25,7 @@ from components.steps import (  # noqa: E402
     gate_op,
     package_op,
     preprocess_op,
+    register_op,
     train_op,
     validate_op,
 )
@@ -53,14 +54,14 @@ def make_pipeline(resources: dict | None = None):
         evaluation = evaluate_op(
             params_json=params_json, model=trained.outputs["model"], dataset=data.outputs["dataset"]
         )
-        gate = gate_op(params_json=params_json, metrics_json=evaluation.outputs["metrics_json"])
+        registered = register_op(
+            params_json=params_json, model=trained.outputs["model"], metrics_json=evaluation.outputs["metrics_json"]
+        )
+        gate = gate_op(
+            params_json=params_json, predictions=evaluation.outputs["predictions"], registered=registered.outputs["registered"]
+        )
         with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712  (KFP condition syntax)
-            package_op(
-                params_json=params_json,
-                model=trained.outputs["model"],
-                decision=gate.outputs["decision"],
-                metrics_json=evaluation.outputs["metrics_json"],
-            )
+            package_op(params_json=params_json, decision=gate.outputs["decision"])
         return gate.outputs["Output"]
 
     return nerflow_pipeline
@@ -91,7 +92,7 @@ def run_locally(params_path: str | Path = "params.yaml", pipeline_root: str | Pa
 
     params = load_params(params_path)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ["BENTOML_HOME"] = bentoml_home(params["package"])
+    os.environ["BENTOML_HOME"] = bentoml_home(params["registry"])
     root = Path(pipeline_root).resolve()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     run = make_pipeline(params["train"].get("resources"))(params_json=json.dumps(params))
@@ -112,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.com")
         s.add_argument("--params", default="params.yaml")
         s.add_argument("--experiment", default="nerflow")
+        s.add_argument("--namespace", default="kubeflow")
         if name == "schedule":
-            s.add_argument("--cron", default="0 0 3 * * 1", help="KFP cron (6 fields, with seconds)")
+            s.add_argument("--cron", default="0 0 3 * * 1", help="KFP cron, 6 fields with seconds (default: Mondays 03:00)")
             s.add_argument("--job-name", default="nerflow-retrain")
+            s.add_argument("--pipeline-root", default=None, help="where the runs' artifacts go (default: the cluster's)")
     args = parser.parse_args(argv)
 
     if args.command == "compile":
@@ -125,17 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import kfp
 
-        client = kfp.Client(host=args.host)
+        client = kfp.Client(host=args.host, namespace=args.namespace)
         spec = compile_pipeline(Path(os.environ.get("TMPDIR", "/tmp")) / "nerflow-pipeline.yaml", args.params)
         arguments = {"params_json": params_json(args.params)}
         if args.command == "submit":
             run = client.create_run_from_pipeline_package(str(spec), arguments=arguments, experiment_name=args.experiment)
             print(f"submitted run {run.run_id}")
         else:
-            experiment = client.create_experiment(args.experiment)
+            experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+            # one run at a time, no back-fill of missed ticks: a retrain is a whole pipeline
             job = client.create_recurring_run(
                 experiment_id=experiment.experiment_id, job_name=args.job_name, cron_expression=args.cron,
-                pipeline_package_path=str(spec), params=arguments,
+                pipeline_package_path=str(spec), params=arguments, max_concurrency=1, no_catchup=True,
+                pipeline_root=args.pipeline_root,
             )
             print(f"scheduled recurring run {job.recurring_run_id} ({args.cron})")
     return 0

@@ -4,7 +4,8 @@ functions; on a cluster they run in ``NERFLOW_IMAGE`` (built from the repo's Doc
 locally in the current interpreter (kfp.local.SubprocessRunner).
 
 Every component receives the whole params file as JSON text (``params_json``) and reads
-its own section, exactly as the CLI does.
+its own section, exactly as the CLI does. register, gate and package share the registry
+(the BentoML store at ``registry.bentoml_home``): on a cluster, mount one volume there.
 """
 
 import os
@@ -83,34 +84,50 @@ def evaluate_op(
 
 
 @dsl.component(base_image=IMAGE)
-def gate_op(params_json: str, metrics_json: Input[Artifact], decision: Output[Artifact]) -> bool:
-    import json
-
-    from nerflow.gate import gate
-
-    d = gate(json.loads(params_json)["gate"], metrics_json.path, decision.path)
-    decision.metadata["promote"] = d["promote"]
-    decision.metadata["reasons"] = d["reasons"]
-    return d["promote"]
-
-
-@dsl.component(base_image=IMAGE)
-def package_op(
-    params_json: str,
-    model: Input[Model],
-    decision: Input[Artifact],
-    metrics_json: Input[Artifact],
-    record: Output[Artifact],
-) -> str:
+def register_op(params_json: str, model: Input[Model], metrics_json: Input[Artifact], registered: Output[Artifact]) -> str:
     import json
     import os
 
     from nerflow.params import bentoml_home
 
     params = json.loads(params_json)
-    os.environ["BENTOML_HOME"] = bentoml_home(params["package"])
+    os.environ["BENTOML_HOME"] = bentoml_home(params["registry"])
+    from nerflow.package import register
+
+    r = register(params["registry"], model.path, metrics_json.path, registered.path, params["train"])
+    registered.metadata["model_tag"] = r["model_tag"]
+    return r["model_tag"]
+
+
+@dsl.component(base_image=IMAGE)
+def gate_op(params_json: str, predictions: Input[Artifact], registered: Input[Artifact], decision: Output[Artifact]) -> bool:
+    import json
+    import os
+
+    from nerflow.params import bentoml_home
+
+    params = json.loads(params_json)
+    os.environ["BENTOML_HOME"] = bentoml_home(params["registry"])
+    from nerflow.gate import gate
+    from nerflow.package import registry_for
+
+    d = gate(params["gate"], predictions.path, registered.path, decision.path, registry_for(params["registry"]))
+    decision.metadata["promote"] = d["promote"]
+    decision.metadata["reasons"] = d["reasons"]
+    return d["promote"]
+
+
+@dsl.component(base_image=IMAGE)
+def package_op(params_json: str, decision: Input[Artifact], record: Output[Artifact]) -> str:
+    import json
+    import os
+
+    from nerflow.params import bentoml_home
+
+    params = json.loads(params_json)
+    os.environ["BENTOML_HOME"] = bentoml_home(params["registry"])
     from nerflow.package import package
 
-    r = package(params["package"], model.path, decision.path, metrics_json.path, record.path, params["train"])
+    r = package(params["registry"], params["package"], decision.path, record.path)
     record.metadata.update({k: v for k, v in r.items() if isinstance(v, (str, bool))})
-    return r.get("model_tag", "")
+    return r.get("model_tag") or ""

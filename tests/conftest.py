@@ -89,7 +89,8 @@ def test_params(conll_dir: Path, tiny_model: Path, work: Path) -> dict:
     p["train"].update(model=str(tiny_model), epochs=1, max_steps=8, batch_size=16, warmup_steps=0,
                       learning_rate=5e-3, head_learning_rate=5e-3, progress=False, threads=1)
     p["gate"]["min_f1"] = 0.0
-    p["package"]["bentoml_home"] = str(work / "bentoml")
+    p["registry"]["bentoml_home"] = str(work / "bentoml")
+    p["package"]["build_bento"] = False  # a Bento build takes seconds; tests that need one turn it on
     return p
 
 
@@ -100,10 +101,9 @@ def params(conll_dir, tiny_model, tmp_path) -> dict:
 
 @pytest.fixture(scope="session")
 def library_run(conll_dir, tiny_model, tmp_path_factory) -> dict:
-    """The steps data -> gate run once through the library on the slice with the tiny model."""
+    """The steps data -> evaluate run once through the library on the slice with the tiny model."""
     from nerflow.data import prepare_data
     from nerflow.evaluate import evaluate
-    from nerflow.gate import gate
     from nerflow.preprocess import preprocess
     from nerflow.train import train
     from nerflow.validate import validate_dataset
@@ -112,13 +112,12 @@ def library_run(conll_dir, tiny_model, tmp_path_factory) -> dict:
     p = test_params(conll_dir, tiny_model, work)
     paths = {k: work / v for k, v in {
         "dataset": "dataset", "report": "validation", "features": "features", "model": "model",
-        "metrics": "metrics.json", "predictions": "predictions.jsonl", "decision": "gate.json"}.items()}
+        "metrics": "metrics.json", "predictions": "predictions.jsonl"}.items()}
     prepare_data(p["data"], paths["dataset"])
     validate_dataset(p["validate"], paths["dataset"], paths["report"])
     preprocess(p["preprocess"], paths["dataset"], paths["features"])
     train(p["train"], paths["features"], paths["model"])
     evaluate(p["evaluate"], paths["model"], paths["dataset"], paths["metrics"], paths["predictions"])
-    gate(p["gate"], paths["metrics"], paths["decision"])
     return {"params": p, "work": work, **paths}
 
 

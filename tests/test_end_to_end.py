@@ -80,13 +80,18 @@ def test_cli_missing_params_section(tmp_path):
 def test_cli_gate_refuses_and_package_skips(library_run, tmp_path):
     p = dict(library_run["params"], gate={"min_f1": 1.01})
     pfile = write_params(p, tmp_path / "params.yaml")
-    r = run_cli(["gate", "--metrics", str(library_run["metrics"]), "--out", str(tmp_path / "gate.json")], pfile)
-    assert r.returncode == 0 and "REFUSE" in r.stdout
-    r = run_cli(["package", "--model", str(library_run["model"]), "--decision", str(tmp_path / "gate.json"),
-                 "--metrics", str(library_run["metrics"]), "--out", str(tmp_path / "package.json")], pfile)
+    r = run_cli(["register", "--model", str(library_run["model"]), "--metrics", str(library_run["metrics"]),
+                 "--out", str(tmp_path / "registered.json")], pfile)
+    assert r.returncode == 0 and "register: candidate nerflow-ner:" in r.stdout, r.stderr
+    r = run_cli(["gate", "--predictions", str(library_run["predictions"]), "--registered", str(tmp_path / "registered.json"),
+                 "--out", str(tmp_path / "gate.json")], pfile)
+    assert r.returncode == 0 and "REFUSE" in r.stdout and "< gate.min_f1 1.0100" in r.stdout
+    r = run_cli(["package", "--decision", str(tmp_path / "gate.json"), "--out", str(tmp_path / "package.json")], pfile)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "package.json").read_text())["packaged"] is False
-    assert not Path(p["package"]["bentoml_home"], "models").exists()
+    r = run_cli(["registry", "history"], pfile)
+    assert r.returncode == 0 and " candidate " in r.stdout and "production" not in r.stdout  # kept, not promoted
+    assert run_cli(["registry", "show"], pfile).returncode == 1
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(library_run, tmp_path):

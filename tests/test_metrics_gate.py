@@ -1,8 +1,7 @@
-"""seqeval scores and the gate decision, with hand-checked numbers."""
+"""seqeval scores, with hand-checked numbers (the gate: test_gate_registry.py)."""
 
 import pytest
 
-from nerflow.gate import decide
 from nerflow.metrics import score
 
 GOLD = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-LOC", "I-LOC"]]
@@ -31,11 +30,3 @@ def test_strict_and_default_differ_on_entities_starting_with_i():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError):
         score([["O"]], [["O", "O"]])
-
-
-@pytest.mark.parametrize("f1, threshold, promote", [(0.81, 0.80, True), (0.80, 0.80, True), (0.7999, 0.80, False)])
-def test_gate_threshold(f1, threshold, promote):
-    d = decide({"min_f1": threshold}, {"f1": f1, "precision": 0.8, "recall": 0.8})
-    assert d["promote"] is promote
-    assert d["checks"][0]["value"] == f1 and d["checks"][0]["threshold"] == threshold
-    assert ("<" in d["reasons"][0]) is (not promote)

@@ -21,6 +21,7 @@ PATHS = {
     "metrics": "reports/metrics.json",
     "predictions": "reports/predictions.jsonl",
     "evaluation_report": "reports/evaluation",
+    "registered": "reports/registered.json",
     "decision": "reports/gate.json",
     "package_record": "reports/package.json",
 }
@@ -42,12 +43,28 @@ def _parser() -> argparse.ArgumentParser:
     add("train", "fine-tune the encoder", features="features", out="model")
     add("evaluate", "score the model on the test split (seqeval)", model="model", dataset="dataset",
         metrics="metrics", predictions="predictions", report="evaluation_report")
-    add("gate", "decide whether the model is promoted", metrics="metrics", out="decision")
-    add("package", "store the promoted model in BentoML and build a Bento", model="model",
-        decision="decision", metrics="metrics", out="package_record")
+    add("register", "store the trained model in the BentoML model store as a candidate", model="model",
+        metrics="metrics", out="registered")
+    add("gate", "champion/challenger: decide whether the candidate is promoted", predictions="predictions",
+        registered="registered", out="decision")
+    add("package", "for a promoted model: build its Bento and make it the production model",
+        decision="decision", out="package_record")
     add("summary", "print what the last run produced", dataset="dataset",
         report="validation_report", model="model", metrics="metrics", decision="decision",
         record="package_record", evaluation_report="evaluation_report")
+
+    reg = sub.add_parser("registry", help="the model registry: history, promote, rollback")
+    reg_sub = reg.add_subparsers(dest="action", required=True)
+    reg_sub.add_parser("history", help="every stored model with stage, test F1, data version, git revision")
+    reg_sub.add_parser("show", help="the production model, its Bento and how to serve it")
+    pr = reg_sub.add_parser("promote", help="make a stored model the production model (builds its Bento)")
+    pr.add_argument("tag", help="model tag, e.g. nerflow-ner:abc123")
+    pr.add_argument("--reason", default="manual promotion")
+    rb = reg_sub.add_parser("rollback", help="put the previous production model back")
+    rb.add_argument("--reason", default="manual rollback")
+
+    rt = sub.add_parser("retrain", help="run the pipeline (dvc repro) only if data or params changed; print the gate's decision")
+    rt.add_argument("--force", action="store_true", help="run dvc repro even when nothing changed")
     return parser
 
 
@@ -57,7 +74,7 @@ def run(argv: list[str] | None = None) -> int:
     from nerflow.params import bentoml_home, load_params
 
     params = load_params(args.params)
-    os.environ["BENTOML_HOME"] = bentoml_home(params["package"])
+    os.environ["BENTOML_HOME"] = bentoml_home(params["registry"])
     step = args.step
     if step == "data":
         from nerflow.data import prepare_data
@@ -100,20 +117,59 @@ def run(argv: list[str] | None = None) -> int:
               + f"; error analysis {Path(args.report) / 'errors.html'}")
         if len(m["test_sets"]) > 1:
             print((Path(args.report) / "test_sets.md").read_text())
+    elif step == "register":
+        from nerflow.package import register
+
+        r = register(params["registry"], args.model, args.metrics, args.out, params["train"])
+        print(f"register: candidate {r['model_tag']} (test F1 {r['f1']:.4f}, data {r['data_hash'][:12]}, git {r['git_revision'][:12]})")
     elif step == "gate":
         from nerflow.gate import gate
+        from nerflow.package import registry_for
 
-        d = gate(params["gate"], args.metrics, args.out)
-        print(f"gate: {'PROMOTE' if d['promote'] else 'REFUSE'}: " + "; ".join(d["reasons"]))
+        d = gate(params["gate"], args.predictions, args.registered, args.out, registry_for(params["registry"]))
+        print(f"gate: {'PROMOTE' if d['promote'] else 'REFUSE'} {d['challenger']['tag']}: " + "; ".join(d["reasons"]))
     elif step == "package":
         from nerflow.package import package
 
-        r = package(params["package"], args.model, args.decision, args.metrics, args.out, params["train"])
-        print("package: " + (f"model {r['model_tag']}, bento {r.get('bento_tag', '-')}" if r["packaged"] else r["reason"]))
+        r = package(params["registry"], params["package"], args.decision, args.out)
+        print("package: " + (f"production model {r['model_tag']}, bento {r.get('bento_tag') or '-'}" if r["packaged"] else r["reason"]))
+    elif step == "registry":
+        return _registry(args, params)
+    elif step == "retrain":
+        from nerflow.retrain import retrain
+
+        return retrain(args.params, force=args.force)
     elif step == "summary":
         from nerflow.summary import summary
 
         print(summary(vars(args)))
+    return 0
+
+
+def _registry(args, params) -> int:
+    from nerflow.package import promote, registry_for
+    from nerflow.registry import format_history
+
+    registry = registry_for(params["registry"])
+    registry.sync_labels()  # repairs labels a crash may have left behind
+    if args.action == "history":
+        print(format_history(registry.history()))
+    elif args.action == "show":
+        tag = registry.production()
+        if tag is None:
+            print(f"registry {registry.name}: no production model yet")
+            return 1
+        bento = registry.state()["bentos"].get(tag)
+        meta = registry.info(tag).get("metadata") or {}
+        print(f"production {tag} (test F1 {meta.get('metrics', {}).get('f1', float('nan')):.4f}, data {str(meta.get('data_hash'))[:12]})")
+        print(f"serve      BENTOML_HOME={registry.home} " + (f"bentoml serve {bento}" if bento else
+              f"NERFLOW_MODEL_TAG={tag} bentoml serve serving.service:NERService"))
+    elif args.action == "promote":
+        r = promote(registry, args.tag, params["package"], None, reason=args.reason)
+        print(f"registry: {r['model_tag']} is now the production model (bento {r['bento_tag'] or '-'})")
+    elif args.action == "rollback":
+        e = registry.rollback(args.reason)
+        print(f"registry: rolled back {e['from']} -> {e['tag']} is the production model again")
     return 0
 
 

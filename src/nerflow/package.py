@@ -1,15 +1,16 @@
-"""Step `package`: store a promoted model in the BentoML model store and build a Bento.
+"""Steps `register` and `package`: store every trained model as a candidate in the BentoML
+model store; build a Bento for a promoted one and make it the production model.
 
-The model store lives in ``$BENTOML_HOME`` (the CLI sets it to ``package.bentoml_home``,
-default ``.bentoml`` in the project). The model carries labels (stage, data version) and
-metadata (metrics, params, data hash, git revision). Writes ``package.json`` with the tags
-and the command that serves the result; a model the gate refused is not packaged.
+The store lives in ``$BENTOML_HOME`` (the CLI sets it to ``registry.bentoml_home``, default
+``.bentoml`` in the project); nerflow.registry keeps which model is in production. A model
+carries labels (stage, data version, git) and metadata (metrics, params, data hash, git
+revision). `package` writes ``package.json`` with the tags and the command that serves the
+production model; a model the gate refused stays a candidate and nothing is built.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -36,15 +37,6 @@ def git_revision(root: str | Path = ".") -> str:
         return "unknown"
 
 
-def save_model(name: str, model_dir: str | Path, metadata: dict[str, Any], labels: dict[str, str]):
-    """Copy a trained model folder into the BentoML model store; returns the bentoml Model."""
-    import bentoml
-
-    with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
-        shutil.copytree(model_dir, model.path, dirs_exist_ok=True)
-    return model
-
-
 def build_bento(model_tag: str, root: str | Path, labels: dict[str, str] | None = None):
     """Build the Bento described by serving/bentofile.yaml around ``model_tag``.
 
@@ -67,48 +59,88 @@ def build_bento(model_tag: str, root: str | Path, labels: dict[str, str] | None 
         return bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(root), labels=labels)
 
 
-def package(
+def registry_for(params: dict[str, Any]):
+    """The registry named by the ``registry`` params section (store: $BENTOML_HOME)."""
+    from nerflow.params import bentoml_home
+    from nerflow.registry import Registry
+
+    return Registry(params.get("model_name", "nerflow-ner"), bentoml_home(params))
+
+
+def register(
     params: dict[str, Any],
     model_dir: str | Path,
-    decision_path: str | Path,
     metrics_path: str | Path,
     record_out: str | Path,
     train_params: dict[str, Any] | None = None,
     root: str | Path | None = None,
 ) -> dict[str, Any]:
+    """Step `register`: store the trained model in the BentoML model store as a candidate,
+    with its metrics, train params, data hash and git revision."""
     from nerflow.params import project_root
 
-    root = root or project_root()
-    decision = read_json(decision_path)
-    if not decision.get("promote"):
-        record = {"packaged": False, "reason": "gate refused: " + "; ".join(decision.get("reasons", []))}
-        write_json(record_out, record)
-        return record
     model_dir = Path(model_dir)
     if not (model_dir / MODEL_INFO).exists():
         raise NerflowError(f"{model_dir}: not a trained nerflow model (no {MODEL_INFO})")
     info = read_json(model_dir / MODEL_INFO)
     metrics = read_json(metrics_path)
-    revision = git_revision(root)
+    revision = git_revision(root or project_root())
     metadata = {
-        "stage": "production",
-        "metrics": {k: metrics[k] for k in ("f1", "precision", "recall", "macro_f1", "accuracy", "per_type", "scheme", "split") if k in metrics},
-        # BentoML metadata takes no None: params and the gate decision travel as JSON text
+        "metrics": {k: metrics[k] for k in ("f1", "precision", "recall", "macro_f1", "accuracy", "per_type", "scheme", "split",
+                                             "sentences") if k in metrics},
+        # BentoML metadata takes no None: params travel as JSON text
         "params_json": json.dumps(train_params or {}, sort_keys=True),
         "labels": info["labels"],
+        "level": info.get("level", "word"),
         "data_hash": info["content_hash"],
         "base_model": str(info.get("base_model")),
         "git_revision": revision,
-        "gate_json": json.dumps(decision, sort_keys=True),
     }
-    labels = {"stage": "production", "data": info["content_hash"][:16], "git": revision[:12]}
-    model = save_model(params.get("model_name", "nerflow-ner"), model_dir, metadata, labels)
-    record: dict[str, Any] = {"packaged": True, "model_tag": str(model.tag), "data_hash": info["content_hash"]}
-    serve = f"NERFLOW_MODEL_TAG={model.tag} bentoml serve serving.service:NERService --port 3000"
-    if params.get("build_bento", True):
-        bento = build_bento(str(model.tag), root, labels)
-        record["bento_tag"] = str(bento.tag)
-        serve = f"bentoml serve {bento.tag} --port 3000"
-    record["serve_command"] = serve
+    labels = {"data": info["content_hash"][:16], "git": revision[:12]}
+    registry = registry_for(params)
+    tag = registry.register(model_dir, metadata, labels)
+    record = {"model_tag": tag, "data_hash": info["content_hash"], "git_revision": revision, "f1": metrics.get("f1")}
     write_json(record_out, record)
+    return record
+
+
+def package(
+    registry_params: dict[str, Any],
+    params: dict[str, Any],
+    decision_path: str | Path,
+    record_out: str | Path,
+    root: str | Path | None = None,
+) -> dict[str, Any]:
+    """Step `package`: for a promoted challenger, build its Bento, then make it the production
+    model (the registry's atomic switch; the previous one is archived). A refused one is left
+    a candidate and nothing is built."""
+    from nerflow.params import project_root
+
+    decision = read_json(decision_path)
+    tag = (decision.get("challenger") or {}).get("tag")
+    if not decision.get("promote"):
+        record = {"packaged": False, "model_tag": tag, "reason": "gate refused: " + "; ".join(decision.get("reasons", []))}
+        write_json(record_out, record)
+        return record
+    registry = registry_for(registry_params)
+    return promote(registry, tag, params, record_out, reason="gate: " + "; ".join(decision["reasons"]),
+                   decision=decision, root=root or project_root())
+
+
+def promote(registry, tag: str, params: dict[str, Any], record_out: str | Path | None, reason: str,
+            decision: dict[str, Any] | None = None, root: str | Path | None = None) -> dict[str, Any]:
+    """Build the Bento for ``tag`` (unless one exists or ``build_bento`` is off), then switch
+    production to it. A failure before the switch leaves the old champion in production."""
+    from nerflow.params import project_root
+
+    registry.model_dir(tag)
+    bento = registry.state()["bentos"].get(tag)
+    if bento is None and params.get("build_bento", True):
+        bento = str(build_bento(tag, root or project_root(), {"stage": "production"}).tag)
+    registry.promote(tag, reason, bento=bento, decision=decision)
+    serve = f"bentoml serve {bento} --port 3000" if bento else \
+        f"NERFLOW_MODEL_TAG={tag} bentoml serve serving.service:NERService --port 3000"
+    record: dict[str, Any] = {"packaged": True, "model_tag": tag, "bento_tag": bento, "serve_command": serve}
+    if record_out is not None:
+        write_json(record_out, record)
     return record

@@ -10,7 +10,7 @@ import yaml
 
 from nerflow import NerflowError
 
-STEPS = ("data", "validate", "preprocess", "train", "evaluate", "gate", "package")
+STEPS = ("data", "validate", "preprocess", "train", "evaluate", "registry", "gate", "package")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
