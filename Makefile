@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test pipeline kfp-run lock serve bench clean
+.PHONY: install browser run test retrain pipeline kfp-run lock serve bench load clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -29,8 +29,17 @@ run: install
 	dvc repro
 	nerflow summary
 
-test: install
+test: install browser
 	pytest -q tests
+
+## Headless Chromium for the page test (Debian's chromium + chromium-driver); without root
+## or apt the page test is skipped, saying why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium + chromium-driver (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: no /usr/bin/chromium or chromedriver; the page test will be skipped"; fi
 
 ## The same pipeline through Kubeflow Pipelines, run locally (no cluster).
 kfp-run: install
@@ -39,12 +48,21 @@ kfp-run: install
 pipeline: install
 	python pipeline.py compile
 
+## Scheduled retraining on one machine: runs the pipeline only if data, params or code changed.
+retrain: install
+	nerflow retrain
+
+## Serve the registry's production model (its Bento) on port 3000; the page is at /ui/.
 serve: install
-	BENTOML_HOME=$(abspath .bentoml) bentoml serve $$(python -c "import json;print(json.load(open('reports/package.json'))['bento_tag'])") --port 3000
+	BENTOML_HOME=$(abspath .bentoml) bentoml serve $$(python -c "from nerflow.registry import Registry; r = Registry('nerflow-ner', '$(abspath .bentoml)'); print(r.state()['bentos'][r.production()])") --port 3000
 
 ## Our train step vs the HF guide's recipe, and evaluate vs a plain pipeline (prints ratios).
 bench: install
 	python bench/benchmark.py
+
+## Load test on loopback: the service vs a naive pipeline endpoint at 1/4/16 clients (after make run).
+load: install
+	python bench/load.py
 
 lock: install
 	$(UV) compile $(UVP) requirements.in $(TORCH_SOURCE) --no-header -o requirements.lock

@@ -1,7 +1,20 @@
-"""BentoML service: raw texts in, entities out (type, text, character start/end, score).
+"""BentoML service for the production NER model.
 
-Serve from the repo root:  NERFLOW_MODEL_TAG=nerflow-ner:<version> bentoml serve serving.service:NERService
-or a built Bento:          bentoml serve nerflow_ner:<version>
+    POST /extract      {"texts": ["..."]}                -> entities per text: type, text, start, end, score
+    POST /tag_tokens   {"sentences": [["tok", ...]]}     -> a tag and score per token, and the entities
+    POST /model_info   {}                                -> tag, metrics, labels, data version, limits
+    GET  /ui/          a page: type a text, see its entities highlighted by type (no CDN, works offline)
+    GET  /healthz /livez /readyz /metrics               BentoML's health, readiness and Prometheus metrics
+
+Both tagging endpoints are adaptively batched across requests. Long texts are cut into
+overlapping windows and every word is tagged, never truncated. Requests over the limits
+(texts or sentences per request, characters per text, tokens per sentence) get a 400 that
+names the limit.
+
+Which model: ``NERFLOW_MODEL_TAG`` if set (a built Bento sets it), else the registry's
+production model (``nerflow registry show``). From the repo root:
+
+    bentoml serve serving.service:NERService --port 3000
 """
 
 from __future__ import annotations
@@ -9,38 +22,122 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import bentoml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 try:
     import nerflow  # noqa: F401  (installed in development)
 except ImportError:  # inside a Bento: the library travels as src/nerflow
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from nerflow.predict import WordTagger, tag_texts  # noqa: E402
+from nerflow.predict import WordTagger, entities_from_tags, tag_texts  # noqa: E402
 
-MODEL_TAG = os.environ.get("NERFLOW_MODEL_TAG", "nerflow-ner:latest")
+MAX_ITEMS = int(os.environ.get("NERFLOW_MAX_ITEMS", "32"))  # texts or sentences in one request
+MAX_TEXT_CHARS = int(os.environ.get("NERFLOW_MAX_TEXT_CHARS", "20000"))  # characters in one text
+MAX_TOKENS = int(os.environ.get("NERFLOW_MAX_TOKENS", "4000"))  # tokens in one pre-tokenized sentence
+MAX_TOKEN_CHARS = int(os.environ.get("NERFLOW_MAX_TOKEN_CHARS", "200"))  # characters in one token
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def resolve_model_tag() -> str:
+    tag = os.environ.get("NERFLOW_MODEL_TAG")
+    if tag:
+        return tag
+    from nerflow.registry import Registry
+
+    registry = Registry(os.environ.get("NERFLOW_MODEL_NAME", "nerflow-ner"))
+    tag = registry.production()
+    if tag is None:
+        raise RuntimeError(f"no production model in the registry at {registry.state_path}: run the pipeline "
+                           "(make run) or `nerflow registry promote <tag>`, or set NERFLOW_MODEL_TAG")
+    return tag
+
+
+MODEL_TAG = resolve_model_tag()
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Token = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_CHARS)]
+Sentence = Annotated[list[Token], Field(min_length=1, max_length=MAX_TOKENS)]
 
 
 class Entity(BaseModel):
     type: str
     text: str
-    start: int
-    end: int
-    score: float
-    start_word: int
-    end_word: int
+    start: int = Field(description="character offset of the first character (words: index of the first token)")
+    end: int = Field(description="character offset after the last character (words: index after the last token)")
+    score: float = Field(description="mean probability of the entity's tags")
 
 
-@bentoml.service(traffic={"timeout": 60})
+class TaggedSentence(BaseModel):
+    tags: list[str]
+    scores: list[float]
+    entities: list[Entity]
+
+
+class ModelInfo(BaseModel):
+    tag: str
+    labels: list[str]
+    level: str
+    base_model: str
+    data_version: str
+    git_revision: str
+    metrics: dict
+    created: str
+    limits: dict
+
+
+def _static_app():
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    return Starlette(routes=[Mount("/", app=StaticFiles(directory=str(STATIC), html=True))])
+
+
+@bentoml.asgi_app(_static_app(), path="/ui")
+@bentoml.service(traffic={"timeout": 120, "max_concurrency": 256}, workers=1)
 class NERService:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
         self.tagger = WordTagger(self.model_ref.path)
+        stored = getattr(self.model_ref, "stored", self.model_ref)  # resolved to the stored Model in a worker
+        meta = stored.info.metadata
+        metrics = dict(meta.get("metrics") or {})
+        self.info = ModelInfo(
+            tag=str(stored.tag), labels=self.tagger.labels, level=self.tagger.info.get("level", "word"),
+            base_model=str(meta.get("base_model", self.tagger.info.get("base_model", ""))),
+            data_version=str(meta.get("data_hash", self.tagger.info.get("content_hash", ""))),
+            git_revision=str(meta.get("git_revision", "")),
+            metrics={k: metrics[k] for k in ("f1", "precision", "recall", "per_type", "scheme", "split") if k in metrics},
+            created=str(stored.info.creation_time),
+            limits={"items_per_request": MAX_ITEMS, "characters_per_text": MAX_TEXT_CHARS,
+                    "tokens_per_sentence": MAX_TOKENS, "characters_per_token": MAX_TOKEN_CHARS},
+        )
 
-    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=5000)
-    def extract(self, texts: list[str]) -> list[list[Entity]]:
-        """Entities found in each text; character offsets index into that text."""
-        return [[Entity(**e) for e in ents] for ents in tag_texts(self.tagger, texts)]
+    # Adaptive batching: requests are merged into batches of up to 64 texts. The latency
+    # bound is generous: a tight one makes BentoML shed load with 503s (seen at 100 ms with
+    # 16 clients); the batch is cut as soon as the model is free anyway.
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=60_000)
+    def extract(self, texts: Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]) -> list[list[Entity]]:
+        """Entities in each text: type, surface text, character start/end (into that text), score."""
+        return [[Entity(**{k: e[k] for k in Entity.model_fields}) for e in ents] for ents in tag_texts(self.tagger, texts)]
+
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=60_000)
+    def tag_tokens(self, sentences: Annotated[list[Sentence], Field(min_length=1, max_length=MAX_ITEMS)]) -> list[TaggedSentence]:
+        """Pre-tokenized input: a tag (IOB2) and its probability for every token, and the
+        entities with token indices (start inclusive, end exclusive)."""
+        tags, probs = self.tagger.predict(sentences)
+        out = []
+        for words, t, p in zip(sentences, tags, probs):
+            ents = [Entity(type=e["type"], text=e["text"], start=e["start_word"], end=e["end_word"], score=e["score"])
+                    for e in entities_from_tags(words, t, p)]
+            out.append(TaggedSentence(tags=t, scores=[round(float(x), 4) for x in p], entities=ents))
+        return out
+
+    @bentoml.api
+    def model_info(self) -> ModelInfo:
+        """The served model: tag, test metrics, labels, data version, git revision, limits."""
+        return self.info

@@ -38,22 +38,53 @@ def dvc_repo(tmp_path, params):
 
 def test_dvc_repro_runs_every_stage_then_nothing(dvc_repo, params):
     first = sh(["dvc", "repro"], dvc_repo)
-    for stage in ("data", "validate", "preprocess", "train", "evaluate", "gate", "package"):
+    for stage in ("data", "validate", "preprocess", "train", "evaluate", "register", "gate", "package"):
         assert f"Running stage '{stage}'" in first.stdout
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], dvc_repo).stdout)
     f1 = metrics[""]["data"]["reports/metrics.json"]["data"]["f1"]
     assert f1 == json.loads((dvc_repo / "reports/metrics.json").read_text())["f1"]
     record = json.loads((dvc_repo / "reports/package.json").read_text())
     assert record["packaged"] is True and record["model_tag"].startswith("nerflow-ner:")
-    second = sh(["dvc", "repro"], dvc_repo)
-    assert "Running stage" not in second.stdout
-    assert "Data and pipelines are up to date" in sh(["dvc", "status"], dvc_repo).stdout
+    second = sh(["dvc", "repro"], dvc_repo)  # the corpus is re-read (always), the same: nothing else runs
+    assert [line for line in second.stdout.splitlines() if line.startswith("Running stage")] == ["Running stage 'data':"]
+    assert json.loads(sh(["dvc", "status", "--json"], dvc_repo).stdout) == {"data": ["always changed"]}
     # a params change re-runs from the stage that reads it, and no earlier
     params["gate"]["min_f1"] = 1.01
     write_params(params, dvc_repo / "params.yaml")
     third = sh(["dvc", "repro"], dvc_repo)
     assert "Running stage 'gate'" in third.stdout and "Running stage 'train'" not in third.stdout
     assert json.loads((dvc_repo / "reports/package.json").read_text())["packaged"] is False
+
+
+def test_retrain_does_nothing_on_unchanged_data_and_gates_a_new_data_version(dvc_repo, params, conll_dir):
+    corpus = dvc_repo / "corpus"
+    corpus.mkdir()
+    for split in ("train", "validation", "test"):
+        shutil.copy(conll_dir / f"{split}.txt", corpus / f"{split}.txt")
+        params["data"][split] = f"corpus/{split}.txt"
+    params["gate"].update(min_f1=0.0, max_type_regression=1.0)
+    write_params(params, dvc_repo / "params.yaml")
+    retrain = [str(BIN / "nerflow"), "retrain"]
+    first = sh(retrain, dvc_repo)
+    assert "Running stage 'train'" in first.stdout and "retrain: PROMOTED" in first.stdout
+    champion = json.loads((dvc_repo / "reports/gate.json").read_text())["challenger"]["tag"]
+
+    unchanged = sh(retrain, dvc_repo)
+    assert "retrain: nothing changed" in unchanged.stdout and "Running stage" not in unchanged.stdout
+    assert json.loads((dvc_repo / "reports/gate.json").read_text())["challenger"]["tag"] == champion
+
+    # a new data version: the corpus file edited in place (half of the train sentences dropped)
+    text = (corpus / "train.txt").read_text()
+    blocks = text.split("\n\n")
+    (corpus / "train.txt").write_text("\n\n".join(blocks[: len(blocks) // 2]) + "\n")
+    third = sh(retrain, dvc_repo)
+    assert "retrain: changed since the last run: validate" in third.stdout
+    assert "Running stage 'train'" in third.stdout and "Running stage 'gate'" in third.stdout
+    decision = json.loads((dvc_repo / "reports/gate.json").read_text())
+    assert decision["champion"]["tag"] == champion and decision["challenger"]["tag"] != champion
+    verdict = "PROMOTED" if decision["promote"] else "REFUSED"
+    assert f"retrain: {verdict} {decision['challenger']['tag']}" in third.stdout
+    assert "bootstrap" in decision and {c["check"] for c in decision["checks"]} >= {"beats_champion", "bootstrap"}
 
 
 def test_raw_corpus_and_outputs_round_trip_through_the_default_remote(dvc_repo):
@@ -68,7 +99,7 @@ def test_raw_corpus_and_outputs_round_trip_through_the_default_remote(dvc_repo):
     sh(["dvc", "pull", "data", "validate"], dvc_repo)
     assert json.loads((dvc_repo / "data/dataset/manifest.json").read_text()) == manifest
     assert (dvc_repo / "data/dataset/raw/0-train.txt").read_text().startswith("-DOCSTART-")
-    assert "Data and pipelines are up to date" in sh(["dvc", "status", "data", "validate"], dvc_repo).stdout
+    assert json.loads(sh(["dvc", "status", "--json", "data", "validate"], dvc_repo).stdout) == {"data": ["always changed"]}
 
 
 def test_validation_failure_stops_dvc_before_training(dvc_repo, params, conll_dir):
@@ -92,15 +123,18 @@ def test_kfp_local_run_gates_packaging(params, tmp_path, min_f1, promoted):
     assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is promoted
     (run_dir,) = root.iterdir()
     tasks = {p.name for p in run_dir.iterdir()}
-    assert {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "gate-op"} <= tasks
+    assert {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"} <= tasks
     assert ("package-op" in tasks) is promoted
     decision = json.loads((run_dir / "gate-op" / "decision").read_text())
     assert decision["promote"] is promoted
-    models = Path(params["package"]["bentoml_home"]) / "models" / "nerflow-ner"
-    assert models.exists() is promoted
+    from nerflow.registry import Registry
+
+    registry = Registry("nerflow-ner", params["registry"]["bentoml_home"])
+    assert registry.versions() == [decision["challenger"]["tag"]]  # registered either way
+    assert registry.production() == (decision["challenger"]["tag"] if promoted else None)
     if promoted:
         record = json.loads((run_dir / "package-op" / "record").read_text())
-        assert record["packaged"] and (models / record["model_tag"].split(":")[1]).is_dir()
+        assert record["packaged"] and record["model_tag"] == registry.production()
 
 
 def test_compiled_pipeline_has_one_task_per_step_and_the_gate_condition(tmp_path):
@@ -110,7 +144,7 @@ def test_compiled_pipeline_has_one_task_per_step_and_the_gate_condition(tmp_path
 
     spec = yaml.safe_load(out.read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "gate-op"} <= set(tasks)
+    assert {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"} <= set(tasks)
     (condition,) = [t for t in tasks.values() if "triggerPolicy" in t]
     assert "gate-op-Output" in condition["triggerPolicy"]["condition"]
     inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]

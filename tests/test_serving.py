@@ -1,4 +1,5 @@
-"""A real `bentoml serve` of a packaged Bento on a loopback port."""
+"""A real `bentoml serve` of a promoted model's Bento on a loopback port: the API, its limits,
+health and metrics, concurrency, the page in headless Chromium, and fuzzing of the OpenAPI schema."""
 
 import json
 import os
@@ -36,23 +37,34 @@ def every_word_tagged(src: Path, dst: Path, label: str) -> Path:
     return dst
 
 
+def cli(args, pfile, env):
+    r = subprocess.run([sys.executable, "-m", "nerflow.cli", "--params", str(pfile)] + args, capture_output=True, text=True,
+                       env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
 @pytest.fixture(scope="module")
 def server(library_run, tmp_path_factory):
+    """A model biased to B-PER, registered and promoted through the CLI (which builds its Bento),
+    served from that Bento by a real `bentoml serve` on a loopback port."""
     work = tmp_path_factory.mktemp("serve")
     model = every_word_tagged(library_run["model"], work / "model", "B-PER")
-    params = dict(library_run["params"], package={"model_name": "nerflow-ner", "build_bento": True,
-                                                  "bentoml_home": str(work / "bentoml")})
+    params = dict(library_run["params"], registry={"model_name": "nerflow-ner", "bentoml_home": str(work / "bentoml")},
+                  package={"build_bento": True})
     pfile = write_params(params, work / "params.yaml")
     env = {k: v for k, v in os.environ.items() if k != "BENTOML_HOME"}
-    r = subprocess.run([sys.executable, "-m", "nerflow.cli", "--params", str(pfile), "package", "--model", str(model),
-                        "--decision", str(library_run["decision"]), "--metrics", str(library_run["metrics"]),
-                        "--out", str(work / "package.json")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr
-    record = json.loads((work / "package.json").read_text())
+    cli(["register", "--model", str(model), "--metrics", str(library_run["metrics"]), "--out", str(work / "registered.json")],
+        pfile, env)
+    tag = json.loads((work / "registered.json").read_text())["model_tag"]
+    cli(["registry", "promote", tag], pfile, env)
+    from nerflow.registry import Registry
+
+    bento = Registry("nerflow-ner", work / "bentoml").state()["bentos"][tag]
     port = free_port()
     log = open(work / "serve.log", "w")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", record["bento_tag"], "--host", "127.0.0.1", "--port", str(port)],
+        [str(Path(sys.executable).parent / "bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
         env={**env, "BENTOML_HOME": str(work / "bentoml")}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -60,14 +72,14 @@ def server(library_run, tmp_path_factory):
     try:
         while True:
             try:
-                if requests.post(f"{url}/extract", json={"texts": ["warm up"]}, timeout=30).status_code == 200:
+                if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy starting
                 pass
             if proc.poll() is not None or time.time() > deadline:
                 raise AssertionError("server did not come up:\n" + (work / "serve.log").read_text()[-3000:])
             time.sleep(0.5)
-        yield {"url": url, "record": record, "home": work / "bentoml"}
+        yield {"url": url, "tag": tag, "bento": bento, "home": work / "bentoml"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -87,20 +99,77 @@ def test_entities_with_character_offsets(server):
     assert empty == [] and blank == []
 
 
-def test_health_and_openapi(server):
-    assert requests.get(f"{server['url']}/readyz", timeout=10).status_code == 200
+def test_pre_tokenized_input_gets_a_tag_and_score_per_token(server):
+    sentences = [["EU", "rejects", "German", "call"], ["Peter"]]
+    r = requests.post(f"{server['url']}/tag_tokens", json={"sentences": sentences}, timeout=60)
+    assert r.status_code == 200, r.text
+    first, second = r.json()
+    assert first["tags"] == ["B-PER"] * 4 and len(first["scores"]) == 4 and all(s > 0.99 for s in first["scores"])
+    assert [(e["text"], e["start"], e["end"]) for e in first["entities"]] == [("EU", 0, 1), ("rejects", 1, 2), ("German", 2, 3), ("call", 3, 4)]
+    assert second["tags"] == ["B-PER"]
+
+
+def test_a_long_text_is_windowed_not_truncated(server):
+    words = [f"w{i}" for i in range(3000)]  # far beyond the model's 64 sub-token windows
+    text = " ".join(words)
+    r = requests.post(f"{server['url']}/extract", json={"texts": [text]}, timeout=120)
+    assert r.status_code == 200
+    (ents,) = r.json()
+    assert len(ents) == 3000  # every word tagged (B-PER each): none lost at a window edge or the end
+    assert ents[-1] == {**ents[-1], "text": "w2999", "start": len(text) - 5, "end": len(text)}
+
+
+@pytest.mark.parametrize("path, body, message", [
+    ("/extract", {"texts": ["x"] * 33}, "List should have at most 32 items"),
+    ("/extract", {"texts": ["x" * 20001]}, "String should have at most 20000 characters"),
+    ("/extract", {"texts": []}, "List should have at least 1 item"),
+    ("/extract", {"texts": "not a list"}, "list"),
+    ("/tag_tokens", {"sentences": [["a"] * 4001]}, "List should have at most 4000 items"),
+    ("/tag_tokens", {"sentences": [["a", ""]]}, "String should have at least 1 character"),
+])
+def test_limits_are_answered_with_400_and_a_clear_message(server, path, body, message):
+    r = requests.post(f"{server['url']}{path}", json=body, timeout=30)
+    assert r.status_code == 400 and message in r.text, r.text
+
+
+def test_model_info(server, library_run):
+    r = requests.post(f"{server['url']}/model_info", json={}, timeout=30)
+    assert r.status_code == 200
+    info = r.json()
+    manifest = json.loads((library_run["dataset"] / "manifest.json").read_text())
+    assert info["tag"] == server["tag"] and info["data_version"] == manifest["content_hash"]
+    assert info["metrics"]["f1"] == pytest.approx(json.loads(library_run["metrics"].read_text())["f1"])
+    assert info["labels"][0] == "O" and "B-PER" in info["labels"] and info["level"] == "word"
+    assert info["limits"]["items_per_request"] == 32
+
+
+def test_health_readiness_metrics_and_openapi(server):
+    for path in ("/healthz", "/livez", "/readyz"):
+        assert requests.get(f"{server['url']}{path}", timeout=10).status_code == 200
+    requests.post(f"{server['url']}/extract", json={"texts": ["Peter"]}, timeout=30)
+    metrics = requests.get(f"{server['url']}/metrics", timeout=10).text
+    assert 'bentoml_service_request_total{' in metrics and 'endpoint="/extract"' in metrics
+    assert "bentoml_service_adaptive_batch_size_bucket" in metrics
     spec = requests.get(f"{server['url']}/docs.json", timeout=10).json()
-    assert "/extract" in spec["paths"]
+    assert {"/extract", "/tag_tokens", "/model_info"} <= set(spec["paths"])
 
 
-def test_bad_request_is_a_client_error(server):
-    r = requests.post(f"{server['url']}/extract", json={"texts": "not a list"}, timeout=30)
-    assert 400 <= r.status_code < 500
+def test_sixteen_concurrent_clients_get_no_503(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(k):
+        with requests.Session() as s:
+            return [s.post(f"{server['url']}/extract", json={"texts": [f"{TEXT} ({k}, {i})"]}, timeout=120).status_code
+                    for i in range(12)]
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = [c for row in pool.map(client, range(16)) for c in row]
+    assert len(codes) == 192 and set(codes) == {200}
 
 
 def test_model_store_records_data_version_and_metrics(server, library_run):
     env = {**os.environ, "BENTOML_HOME": str(server["home"])}
-    out = subprocess.run([str(Path(sys.executable).parent / "bentoml"), "models", "get", server["record"]["model_tag"], "-o", "json"],
+    out = subprocess.run([str(Path(sys.executable).parent / "bentoml"), "models", "get", server["tag"], "-o", "json"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
@@ -110,3 +179,84 @@ def test_model_store_records_data_version_and_metrics(server, library_run):
     assert info["metadata"]["metrics"]["f1"] == pytest.approx(metrics["f1"])
     assert info["labels"]["stage"] == "production"
     assert json.loads(info["metadata"]["params_json"])["max_steps"] == 8
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture()
+def browser():
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("Debian chromium and chromium-driver are not installed (make test installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1200,900"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_page_highlights_entities_in_headless_chromium(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{server['url']}/ui/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model").get_attribute("data-tag"))
+    assert server["tag"] in browser.find_element(By.ID, "model").text
+    legend = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#legend span")]
+    assert legend == ["LOC", "MISC", "ORG", "PER"]
+    box = browser.find_element(By.ID, "text")
+    box.clear()
+    box.send_keys(TEXT)
+    browser.find_element(By.ID, "run").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#result mark")) == len(SPANS))
+    marks = browser.find_elements(By.CSS_SELECTOR, "#result mark")
+    assert [m.get_attribute("data-type") for m in marks] == ["PER"] * len(SPANS)
+    assert [m.text.removesuffix("PER") for m in marks] == [w for w, _, _ in SPANS]
+    assert browser.find_element(By.ID, "result").text.replace("PER", "") == TEXT  # the text itself, unchanged
+    rows = browser.find_elements(By.CSS_SELECTOR, "#entities tbody tr")
+    assert len(rows) == len(SPANS) and rows[0].text.split()[:4] == ["PER", "Angela", "0", "6"]
+    assert "7 entities" in browser.find_element(By.ID, "status").text
+    browser.save_screenshot(str(tmp_path / "page.png"))
+    # a text over the limit: the service's 400 message is shown, nothing highlighted anew
+    browser.execute_script("document.getElementById('text').value = 'x'.repeat(20001)")
+    browser.find_element(By.ID, "run").click()
+    wait.until(lambda d: "error" in d.find_element(By.ID, "status").get_attribute("class"))
+    assert "400" in browser.find_element(By.ID, "status").text
+    assert "at most 20000 characters" in browser.find_element(By.ID, "status").text
+    # no request left the machine: every resource the page loaded came from the service
+    urls = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert urls and all(u.startswith(server["url"]) for u in urls)
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
+    """Property-based requests generated from the service's own OpenAPI schema (schemathesis):
+    valid and invalid bodies alike must never get a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(f"{server['url']}/docs.json")
+    tested = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if operation.path not in ("/extract", "/tag_tokens", "/model_info"):
+            continue
+
+        @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def check(case):
+            response = case.call(base_url=server["url"], timeout=120)
+            assert response.status_code < 500, (case.body, response.status_code, response.text[:500])
+
+        check()
+        tested.append(operation.path)
+    assert sorted(tested) == ["/extract", "/model_info", "/tag_tokens"]

@@ -46,26 +46,33 @@ class WordTagger:
             windows, cover = encode_texts(self.tokenizer, texts, self.max_length, self.stride)
         else:
             windows = encode_words(self.tokenizer, sentences, self.max_length, self.stride)
-        per_window = self._run(windows)
+        per_window = self._run(windows, distributions)
         n_tokens = [len(s) for s in sentences]
-        merged = merge_windows(windows, per_window, n_tokens, default=None if char_level else (self.o_index, None))
+        # a word with no sub-token at all (e.g. a lone zero-width space): O, with no probability
+        default = None if char_level else (self.o_index, None)
+        merged = merge_windows(windows, per_window, n_tokens, default=default)
         tags, probs, dists = [], [], []
         for k, row in enumerate(merged):
             if char_level:
                 head = [None if v is None else self.labels[v[0]] for v in row]
                 tag_row = fill_characters(texts[k], head, cover[k], self.outside)
-                dist_row = [row[c][1] if row[c] is not None else (row[cover[k][c]][1] if cover[k][c] is not None and row[cover[k][c]] is not None else None)
-                            for c in range(len(row))]
+                # a character no sub-token starts at takes the value of the sub-token covering it
+                row = [v if v is not None else (row[cover[k][c]] if cover[k][c] is not None else None)
+                       for c, v in enumerate(row)]
             else:
                 tag_row = [self.labels[v[0]] for v in row]
-                dist_row = [v[1] for v in row]
             tags.append(tag_row)
-            dists.append(dist_row)
-            probs.append([0.0 if d is None else float(d[self.label_index[t]]) for t, d in zip(tag_row, dist_row)])
+            if distributions:
+                dist_row = [None if v is None else v[1] for v in row]
+                dists.append(dist_row)
+                probs.append([0.0 if d is None else float(d[self.label_index[t]]) for t, d in zip(tag_row, dist_row)])
+            else:  # the probability of the predicted label of the (head) sub-token
+                probs.append([0.0 if v is None or v[1] is None else v[1] for v in row])
         return (tags, probs, dists) if distributions else (tags, probs)
 
-    def _run(self, windows) -> list[list[tuple[int, list[float]]]]:
-        """(label id, probability vector) for every sub-token of every window."""
+    def _run(self, windows, distributions: bool = False) -> list[list[tuple[int, object]]]:
+        """(label id, probability vector) for every sub-token of every window; without
+        ``distributions``, (label id, its probability): no per-label lists to build."""
         torch = self._torch
         n = len(windows.input_ids)
         out: list = [None] * n
@@ -86,10 +93,11 @@ class WordTagger:
                 if windows.token_type_ids is not None:
                     batch["token_type_ids"] = padded([windows.token_type_ids[i] for i in idx], 0)
                 dist = self.model(**batch).logits.float().softmax(-1)
-                ids = dist.argmax(-1).tolist()
-                dist = dist.tolist()
+                top, ids = dist.max(-1)
+                ids = ids.tolist()
+                values = dist.tolist() if distributions else top.tolist()
                 for row, i in enumerate(idx):
-                    out[i] = list(zip(ids[row], dist[row]))
+                    out[i] = list(zip(ids[row], values[row]))
         return out
 
 

@@ -39,15 +39,20 @@ def summary(paths: dict[str, Any]) -> str:
     for name, t in list(m.get("test_sets", {}).items())[1:]:
         lines.append(f"test set   {name:<10} F1 {t['f1']:.4f}  ({t['sentences']} sentences)")
     d = read_json(paths["decision"])
-    lines.append(f"gate       {'PROMOTED' if d['promote'] else 'REFUSED'}: " + "; ".join(d["reasons"]))
+    champion = d.get("champion")
+    lines.append(f"gate       {'PROMOTED' if d['promote'] else 'REFUSED'} {d['challenger']['tag']} (F1 {d['challenger']['f1']:.4f}) "
+                 + (f"against champion {champion['tag']} (F1 {champion['f1']:.4f} on the same test set)" if champion
+                    else "(no champion yet: thresholds only)"))
+    for reason in d["reasons"]:
+        lines.append(f"           {reason}")
     r = read_json(paths["record"])
     if r["packaged"]:
-        lines.append(f"model      {r['model_tag']}")
+        lines.append(f"production {r['model_tag']}")
         if r.get("bento_tag"):
             lines.append(f"bento      {r['bento_tag']}")
-        lines.append(f"serve      BENTOML_HOME={_home()} {r['serve_command']}")
+        lines.append(f"serve      BENTOML_HOME={_home()} {r['serve_command']}   (page: http://127.0.0.1:3000/ui/)")
     else:
-        lines.append(f"package    skipped: {r['reason']}")
+        lines.append(f"package    skipped: the production model is unchanged{' (' + champion['tag'] + ')' if champion else ''}")
     return "\n".join(lines)
 
 

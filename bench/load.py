@@ -1,0 +1,186 @@
+"""Load test on loopback: the nerflow service against a naive baseline (bench/naive_service.py,
+a plain transformers pipeline behind one non-batched endpoint), same model, same texts.
+
+Starts each server in turn on a free 127.0.0.1 port, sends one-text requests (CoNLL-2003 test
+sentences) from 1, 4 and 16 concurrent clients, each level bounded by --seconds and --max-requests,
+and stops the server. Prints, per level and server: requests/s, p50 and p99 latency, errors
+(any non-200, 503s included); then nerflow/naive throughput ratios. Writes bench/load_results.json.
+
+    .venv/bin/python bench/load.py [--model-tag nerflow-ner:<v> | --model-dir DIR] [--seconds 20]
+
+Model: --model-tag from the store at $BENTOML_HOME (default .bentoml), else the registry's
+production model, else --model-dir (an HF folder, stored as a model for the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+LEVELS = (1, 4, 16)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def texts(n: int = 2000) -> list[str]:
+    from nerflow.params import resolve_path
+    from nerflow.readers import read_conll
+
+    sentences = read_conll(resolve_path("pkg:neuroner/data/conll2003/en/test.txt"))
+    return [" ".join(s.tokens) for s in sentences[:n]]
+
+
+class Server:
+    """`bentoml serve` in its own process group on 127.0.0.1; stopped on exit."""
+
+    def __init__(self, target: str, env: dict[str, str], log: Path):
+        self.port = free_port()
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def __enter__(self):
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited; see {self.log.name}")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/readyz")
+                if c.getresponse().status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("server not ready in 180 s")
+
+    def __exit__(self, *exc):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def run_level(port: int, path: str, corpus: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    counter = iter(range(max_requests))
+    stop_at = time.perf_counter() + seconds
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while time.perf_counter() < stop_at:
+            try:
+                i = next(counter)
+            except (StopIteration, ValueError):
+                return
+            body = json.dumps({"texts": [corpus[(i * 7 + k) % len(corpus)]]})
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+            except OSError as exc:
+                status = type(exc).__name__
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            dt = time.perf_counter() - t0
+            with lock:
+                if status == 200:
+                    latencies.append(dt)
+                else:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    q = lambda p: round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1) if latencies else None  # noqa: E731
+    return {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
+            "requests_per_second": round(len(latencies) / elapsed, 1), "p50_ms": q(0.50), "p99_ms": q(0.99),
+            "errors": errors}
+
+
+def measure(name: str, server: Server, path: str, corpus: list[str], seconds: float, max_requests: int) -> list[dict]:
+    with server:
+        run_level(server.port, path, corpus, 4, 3, 200)  # warm-up
+        rows = []
+        for clients in LEVELS:
+            row = run_level(server.port, path, corpus, clients, seconds, max_requests)
+            print(f"{name:<7} {clients:>2} clients: {row['requests_per_second']:>7.1f} req/s  p50 {row['p50_ms']:>7} ms  "
+                  f"p99 {row['p99_ms']:>7} ms  errors {row['errors'] or 0}", flush=True)
+            rows.append(row)
+        return rows
+
+
+def resolve_model(args) -> tuple[str, Path]:
+    from nerflow.registry import Registry
+
+    registry = Registry("nerflow-ner", os.environ["BENTOML_HOME"])
+    tag = args.model_tag or registry.production()
+    if tag:
+        return tag, registry.model_dir(tag)
+    if not args.model_dir:
+        raise SystemExit("no model: run the pipeline (make run) first, or give --model-tag / --model-dir")
+    from nerflow.package import git_revision
+
+    tag = registry.register(args.model_dir, {"metrics": {}, "data_hash": "load-test", "git_revision": git_revision(ROOT)}, {})
+    return tag, registry.model_dir(tag)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-tag")
+    ap.add_argument("--model-dir")
+    ap.add_argument("--seconds", type=float, default=20.0, help="per level (default 20)")
+    ap.add_argument("--max-requests", type=int, default=20000, help="per level (default 20000)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "load_results.json"))
+    args = ap.parse_args(argv)
+    os.environ.setdefault("BENTOML_HOME", str(ROOT / ".bentoml"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tag, model_dir = resolve_model(args)
+    corpus = texts()
+    logs = Path(tempfile.mkdtemp(prefix="nerflow-load-"))
+    print(f"model {tag}; {len(corpus)} test sentences, one per request; {args.seconds:g} s per level; logs in {logs}")
+    # the naive pipeline loads the stored model folder (an HF folder) directly
+    plain = logs / "model"
+    shutil.copytree(model_dir, plain, ignore=shutil.ignore_patterns("model.yaml"))
+    naive = measure("naive", Server("bench.naive_service:NaiveNER", {"NERFLOW_MODEL_DIR": str(plain)}, logs / "naive.log"),
+                    "/extract", corpus, args.seconds, args.max_requests)
+    ours = measure("nerflow", Server("serving.service:NERService", {"NERFLOW_MODEL_TAG": tag}, logs / "nerflow.log"),
+                   "/extract", corpus, args.seconds, args.max_requests)
+    ratios = {str(n["clients"]): round(o["requests_per_second"] / max(n["requests_per_second"], 1e-9), 2) for n, o in zip(naive, ours)}
+    print("throughput ratio nerflow/naive: " + ", ".join(f"{c} clients {r}x" for c, r in ratios.items()))
+    result = {"model": tag, "cores": os.cpu_count(), "seconds_per_level": args.seconds, "naive": naive, "nerflow": ours,
+              "throughput_ratio": ratios}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
