@@ -1,10 +1,11 @@
 """Load test on loopback: the nerflow service against a naive baseline (bench/naive_service.py,
 a plain transformers pipeline behind one non-batched endpoint), same model, same texts.
 
-Starts each server in turn on a free 127.0.0.1 port, sends one-text requests (CoNLL-2003 test
-sentences) from 1, 4 and 16 concurrent clients, each level bounded by --seconds and --max-requests,
-and stops the server. Prints, per level and server: requests/s, p50 and p99 latency, errors
-(any non-200, 503s included); then nerflow/naive throughput ratios. Writes bench/load_results.json.
+Starts each server in turn on a free 127.0.0.1 port, sends requests of 1 and of 8 texts
+(CoNLL-2003 test sentences) from 1, 4 and 16 concurrent clients, each level bounded by --seconds
+and --max-requests, and stops the server. Prints, per level and server: texts/s, requests/s, p50
+and p99 latency, errors (any non-200, 503s included); then the nerflow/naive throughput ratios.
+Writes bench/load_results.json.
 
     .venv/bin/python bench/load.py [--model-tag nerflow-ner:<v> | --model-dir DIR] [--seconds 20]
 
@@ -81,7 +82,7 @@ class Server:
         self.log.close()
 
 
-def run_level(port: int, path: str, corpus: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+def run_level(port: int, path: str, corpus: list[str], clients: int, seconds: float, max_requests: int, per_request: int = 1) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     lock = threading.Lock()
@@ -95,7 +96,8 @@ def run_level(port: int, path: str, corpus: list[str], clients: int, seconds: fl
                 i = next(counter)
             except (StopIteration, ValueError):
                 return
-            body = json.dumps({"texts": [corpus[(i * 7 + k) % len(corpus)]]})
+            start = (i * 7 + k) * per_request % len(corpus)
+            body = json.dumps({"texts": (corpus + corpus)[start : start + per_request]})
             t0 = time.perf_counter()
             try:
                 conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
@@ -121,20 +123,24 @@ def run_level(port: int, path: str, corpus: list[str], clients: int, seconds: fl
     elapsed = time.perf_counter() - started
     latencies.sort()
     q = lambda p: round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1) if latencies else None  # noqa: E731
-    return {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
-            "requests_per_second": round(len(latencies) / elapsed, 1), "p50_ms": q(0.50), "p99_ms": q(0.99),
+    return {"clients": clients, "texts_per_request": per_request, "requests": len(latencies), "seconds": round(elapsed, 2),
+            "requests_per_second": round(len(latencies) / elapsed, 1),
+            "texts_per_second": round(per_request * len(latencies) / elapsed, 1), "p50_ms": q(0.50), "p99_ms": q(0.99),
             "errors": errors}
 
 
-def measure(name: str, server: Server, path: str, corpus: list[str], seconds: float, max_requests: int) -> list[dict]:
+def measure(name: str, server: Server, path: str, corpus: list[str], seconds: float, max_requests: int,
+            per_request: tuple[int, ...]) -> list[dict]:
     with server:
         run_level(server.port, path, corpus, 4, 3, 200)  # warm-up
         rows = []
-        for clients in LEVELS:
-            row = run_level(server.port, path, corpus, clients, seconds, max_requests)
-            print(f"{name:<7} {clients:>2} clients: {row['requests_per_second']:>7.1f} req/s  p50 {row['p50_ms']:>7} ms  "
-                  f"p99 {row['p99_ms']:>7} ms  errors {row['errors'] or 0}", flush=True)
-            rows.append(row)
+        for n in per_request:
+            for clients in LEVELS:
+                row = run_level(server.port, path, corpus, clients, seconds, max_requests, n)
+                print(f"{name:<7} {n:>2} text(s)/request {clients:>2} clients: {row['texts_per_second']:>7.1f} texts/s "
+                      f"{row['requests_per_second']:>7.1f} req/s  p50 {row['p50_ms']:>7} ms  p99 {row['p99_ms']:>7} ms  "
+                      f"errors {row['errors'] or 0}", flush=True)
+                rows.append(row)
         return rows
 
 
@@ -159,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model-dir")
     ap.add_argument("--seconds", type=float, default=20.0, help="per level (default 20)")
     ap.add_argument("--max-requests", type=int, default=20000, help="per level (default 20000)")
+    ap.add_argument("--texts-per-request", default="1,8", help="request sizes to test, comma-separated (default 1,8)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "load_results.json"))
     args = ap.parse_args(argv)
     os.environ.setdefault("BENTOML_HOME", str(ROOT / ".bentoml"))
@@ -170,12 +177,16 @@ def main(argv=None) -> int:
     # the naive pipeline loads the stored model folder (an HF folder) directly
     plain = logs / "model"
     shutil.copytree(model_dir, plain, ignore=shutil.ignore_patterns("model.yaml"))
+    sizes = tuple(int(x) for x in args.texts_per_request.split(","))
     naive = measure("naive", Server("bench.naive_service:NaiveNER", {"NERFLOW_MODEL_DIR": str(plain)}, logs / "naive.log"),
-                    "/extract", corpus, args.seconds, args.max_requests)
+                    "/extract", corpus, args.seconds, args.max_requests, sizes)
     ours = measure("nerflow", Server("serving.service:NERService", {"NERFLOW_MODEL_TAG": tag}, logs / "nerflow.log"),
-                   "/extract", corpus, args.seconds, args.max_requests)
-    ratios = {str(n["clients"]): round(o["requests_per_second"] / max(n["requests_per_second"], 1e-9), 2) for n, o in zip(naive, ours)}
-    print("throughput ratio nerflow/naive: " + ", ".join(f"{c} clients {r}x" for c, r in ratios.items()))
+                   "/extract", corpus, args.seconds, args.max_requests, sizes)
+    ratios = {f"{n['texts_per_request']} text(s)/request, {n['clients']} clients":
+              round(o["texts_per_second"] / max(n["texts_per_second"], 1e-9), 2) for n, o in zip(naive, ours)}
+    print("throughput ratio nerflow/naive (texts/s):")
+    for key, ratio in ratios.items():
+        print(f"  {key}: {ratio}x")
     result = {"model": tag, "cores": os.cpu_count(), "seconds_per_level": args.seconds, "naive": naive, "nerflow": ours,
               "throughput_ratio": ratios}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -16,7 +16,7 @@ MODEL_INFO = "nerflow.json"  # written by the train step beside the model
 class WordTagger:
     """Tags pre-split words (or characters); every one gets exactly one label and a probability."""
 
-    def __init__(self, model_dir: str | Path, precision: str = "auto", batch_size: int = 64):
+    def __init__(self, model_dir: str | Path, precision: str = "auto", batch_size: int = 64, batch_overhead_tokens: int = 64):
         import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -32,6 +32,7 @@ class WordTagger:
         self.max_length = int(self.info.get("max_length", min(self.tokenizer.model_max_length, 512)))
         self.stride = int(self.info.get("stride", 32))
         self.batch_size = batch_size
+        self.batch_overhead_tokens = batch_overhead_tokens
         self._torch = torch
 
     def predict(self, sentences: Sequence[Sequence[str]], distributions: bool = False):
@@ -76,12 +77,13 @@ class WordTagger:
         torch = self._torch
         n = len(windows.input_ids)
         out: list = [None] * n
-        order = sorted(range(n), key=lambda i: len(windows.input_ids[i]))  # little padding
+        order = sorted(range(n), key=lambda i: len(windows.input_ids[i]))
         pad = self.tokenizer.pad_token_id or 0
+        bounds = plan_batches([len(windows.input_ids[i]) for i in order], self.batch_size, self.batch_overhead_tokens)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size]
-                width = max(len(windows.input_ids[i]) for i in idx)
+            for start, end in bounds:
+                idx = order[start:end]
+                width = len(windows.input_ids[idx[-1]])
 
                 def padded(rows, value):
                     return torch.tensor([r + [value] * (width - len(r)) for r in rows], device=self.device)
@@ -99,6 +101,26 @@ class WordTagger:
                 for row, i in enumerate(idx):
                     out[i] = list(zip(ids[row], values[row]))
         return out
+
+
+def plan_batches(lengths: Sequence[int], max_rows: int, overhead_tokens: int) -> list[tuple[int, int]]:
+    """Cut windows sorted by length into batches (start, end) of at most ``max_rows``,
+    minimising the padded tokens computed plus ``overhead_tokens`` for every batch (a forward
+    pass costs about that much on its own). One long window no longer pads a whole batch."""
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        width = lengths[end - 1]  # sorted: the last row is the widest
+        for start in range(max(0, end - max_rows), end):
+            cost = best[start] + overhead_tokens + (end - start) * width
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    bounds, end = [], n
+    while end > 0:
+        bounds.append((cut[end], end))
+        end = cut[end]
+    return bounds[::-1]
 
 
 # Words the way CoNLL-style corpora split them: runs of letters/digits (keeping inner

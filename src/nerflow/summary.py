@@ -44,7 +44,8 @@ def summary(paths: dict[str, Any]) -> str:
                  + (f"against champion {champion['tag']} (F1 {champion['f1']:.4f} on the same test set)" if champion
                     else "(no champion yet: thresholds only)"))
     for reason in d["reasons"]:
-        lines.append(f"           {reason}")
+        if not reason.startswith("no production model yet"):  # said on the line above
+            lines.append(f"           {reason}")
     r = read_json(paths["record"])
     if r["packaged"]:
         lines.append(f"production {r['model_tag']}")
