@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     tag, model_dir = resolve_model(args)
     corpus = texts()
     logs = Path(tempfile.mkdtemp(prefix="nerflow-load-"))
-    print(f"model {tag}; {len(corpus)} test sentences, one per request; {args.seconds:g} s per level; logs in {logs}")
+    print(f"model {tag}; {len(corpus)} test sentences; {args.seconds:g} s per level; logs in {logs}")
     # the naive pipeline loads the stored model folder (an HF folder) directly
     plain = logs / "model"
     shutil.copytree(model_dir, plain, ignore=shutil.ignore_patterns("model.yaml"))
