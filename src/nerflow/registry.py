@@ -119,8 +119,12 @@ class Registry:
     def register(self, model_dir: str | Path, metadata: dict[str, Any], labels: dict[str, str]) -> str:
         """Store a trained model folder as a candidate; returns its tag."""
         import bentoml
+        from bentoml._internal.models.model import ModelStore
 
-        with bentoml.models.create(self.name, labels={**labels, "stage": CANDIDATE}, metadata=metadata) as model:
+        # this registry's store, whatever $BENTOML_HOME was when bentoml was first imported
+        store = ModelStore(str(self.home / "models"))
+        with bentoml.models.create(self.name, labels={**labels, "stage": CANDIDATE}, metadata=metadata,
+                                   _model_store=store) as model:
             shutil.copytree(model_dir, model.path, dirs_exist_ok=True)
         tag = str(model.tag)
         with self._locked() as state:
