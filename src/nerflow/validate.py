@@ -180,8 +180,11 @@ def expectations(settings: dict[str, dict]) -> dict[str, list]:
     """{table: [GX expectation]} for every check not switched off."""
     import great_expectations.expectations as gxe
 
-    def mostly(name: str) -> float:
-        return max(0.0, 1.0 - float(settings[name]["max_fraction"]))
+    def none_flagged_beyond(name: str, column: str, what: str):
+        """The boolean ``column`` is True on at most ``checks.<name>.max_fraction`` of the rows."""
+        fraction = settings[name]["max_fraction"]
+        return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[False], mostly=max(0.0, 1.0 - float(fraction)),
+                                               description=f"{what} at most {fraction:.0%}")
 
     s = settings
     specs = [
@@ -190,18 +193,12 @@ def expectations(settings: dict[str, dict]) -> dict[str, list]:
         ("sentence_length", "sentences", lambda: gxe.ExpectColumnValuesToBeBetween(
             column="n_tokens", min_value=1, max_value=int(s["sentence_length"]["max_tokens"]),
             description=f"sentence length between 1 and {s['sentence_length']['max_tokens']} tokens")),
-        ("duplicates", "sentences", lambda: gxe.ExpectColumnValuesToBeInSet(
-            column="duplicate", value_set=[False], mostly=mostly("duplicates"),
-            description=f"duplicate sentences within a split at most {s['duplicates']['max_fraction']:.0%}")),
-        ("length_outliers", "sentences", lambda: gxe.ExpectColumnValuesToBeInSet(
-            column="length_outlier", value_set=[False], mostly=mostly("length_outliers"),
-            description=f"length outliers (> Q3 + {s['length_outliers']['iqr_factor']} IQR) at most {s['length_outliers']['max_fraction']:.0%}")),
-        ("subtoken_overflow", "sentences", lambda: gxe.ExpectColumnValuesToBeInSet(
-            column="over_max_length", value_set=[False], mostly=mostly("subtoken_overflow"),
-            description=f"sentences over max_length sub-tokens at most {s['subtoken_overflow']['max_fraction']:.0%}")),
-        ("leakage", "eval_sentences", lambda: gxe.ExpectColumnValuesToBeInSet(
-            column="leaked", value_set=[False], mostly=mostly("leakage"),
-            description=f"dev/test sentences also in train at most {s['leakage']['max_fraction']:.0%}")),
+        ("duplicates", "sentences", lambda: none_flagged_beyond("duplicates", "duplicate", "duplicate sentences within a split")),
+        ("length_outliers", "sentences", lambda: none_flagged_beyond(
+            "length_outliers", "length_outlier", f"length outliers (> Q3 + {s['length_outliers']['iqr_factor']} IQR)")),
+        ("subtoken_overflow", "sentences", lambda: none_flagged_beyond(
+            "subtoken_overflow", "over_max_length", "sentences over max_length sub-tokens")),
+        ("leakage", "eval_sentences", lambda: none_flagged_beyond("leakage", "leaked", "dev/test sentences also in train")),
         ("empty_token", "tokens", lambda: gxe.ExpectColumnValueLengthsToBeBetween(
             column="token", min_value=1, description="no empty token")),
         ("control_characters", "tokens", lambda: gxe.ExpectColumnValuesToNotMatchRegex(
