@@ -78,32 +78,37 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     # ---- models in the store ---------------------------------------------------------------
-    def versions(self) -> list[str]:
-        """Tags of every stored model of this name, oldest first."""
+    def _stored(self) -> list[tuple[str, dict[str, Any]]]:
+        """(tag, model.yaml contents) of every stored model of this name, oldest first."""
         if not self.models_dir.is_dir():
             return []
         found = []
         for d in self.models_dir.iterdir():
-            if d.is_dir() and (d / "model.yaml").exists():
-                info = yaml.safe_load((d / "model.yaml").read_text())
-                found.append((str(info.get("creation_time", "")), f"{self.name}:{d.name}"))
-        return [tag for _, tag in sorted(found)]
+            if (d / "model.yaml").is_file():
+                found.append((f"{self.name}:{d.name}", yaml.safe_load((d / "model.yaml").read_text())))
+        return sorted(found, key=lambda item: str(item[1].get("creation_time", "")))
+
+    def versions(self) -> list[str]:
+        """Tags of every stored model of this name, oldest first."""
+        return [tag for tag, _ in self._stored()]
+
+    def is_stored(self, tag: str) -> bool:
+        return (self.models_dir / tag.partition(":")[2] / "model.yaml").is_file()
 
     def model_dir(self, tag: str) -> Path:
         name, _, version = tag.partition(":")
         if name != self.name or not version:
             raise NerflowError(f"{tag}: not a version of {self.name} (expected {self.name}:<version>)")
-        path = self.models_dir / version
-        if not (path / "model.yaml").exists():
+        if not self.is_stored(tag):
             raise NerflowError(f"{tag}: no such model in the BentoML store {self.home}")
-        return path
+        return self.models_dir / version
 
     def info(self, tag: str) -> dict[str, Any]:
         return yaml.safe_load((self.model_dir(tag) / "model.yaml").read_text())
 
     def production(self) -> str | None:
         tag = self.state()["production"]
-        return tag if tag and (self.models_dir / tag.partition(":")[2] / "model.yaml").exists() else None
+        return tag if tag and self.is_stored(tag) else None
 
     def stage(self, tag: str, state: dict[str, Any] | None = None) -> str:
         state = state or self.state()
@@ -156,7 +161,7 @@ class Registry:
         """Put the previous production model back; the current one is marked rolled back."""
         with self._locked() as state:
             current = state["production"]
-            lineage = [t for t in state["lineage"] if t != current and (self.models_dir / t.partition(":")[2]).is_dir()]
+            lineage = [t for t in state["lineage"] if t != current and self.is_stored(t)]
             if current is None or not lineage:
                 raise NerflowError(f"{self.name}: no earlier production model to roll back to")
             target = lineage[-1]
@@ -171,21 +176,18 @@ class Registry:
     def sync_labels(self) -> None:
         """Rewrite each model's ``stage`` label (in its model.yaml) from the registry state."""
         state = self.state()
-        for tag in self.versions():
-            path = self.model_dir(tag) / "model.yaml"
-            info = yaml.safe_load(path.read_text())
+        for tag, info in self._stored():
             stage = self.stage(tag, state)
             if (info.get("labels") or {}).get("stage") != stage:
                 info.setdefault("labels", {})["stage"] = stage
-                with atomic_file(path) as fh:
+                with atomic_file(self.model_dir(tag) / "model.yaml") as fh:
                     yaml.safe_dump(info, fh, sort_keys=False)
 
     def history(self) -> list[dict[str, Any]]:
         """Every stored version with its stage, test F1, data hash, git revision and Bento."""
         state = self.state()
         rows = []
-        for tag in self.versions():
-            info = self.info(tag)
+        for tag, info in self._stored():
             meta = info.get("metadata") or {}
             metrics = meta.get("metrics") or {}
             promoted = [e["at"] for e in state["events"] if e["event"] in ("promote", "rollback") and e["tag"] == tag]
