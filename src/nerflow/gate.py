@@ -63,10 +63,10 @@ def sentence_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
         def entities(tags):
             return set(e.to_tuple() for e in Entities([list(tags)], IOB2).entities[0])
     else:
-        from seqeval.metrics.sequence_labeling import get_entities
+        from nerflow.analysis import entities as spans
 
         def entities(tags):
-            return set(get_entities(list(tags)))
+            return set(spans(tags))
 
     out = np.zeros((len(gold), 3), dtype=np.int64)
     for i, (g, p) in enumerate(zip(gold, pred)):

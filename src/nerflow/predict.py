@@ -146,10 +146,10 @@ def entities_from_tags(
     With ``spans`` (character start/end of each word) and ``text``, entities carry character
     offsets into ``text`` and their surface text; the score is the mean word probability.
     """
-    from seqeval.metrics.sequence_labeling import get_entities
+    from nerflow.analysis import entities
 
     out = []
-    for etype, first, last in get_entities(list(tags)):
+    for etype, first, last in entities(tags):
         entity = {"type": etype, "start_word": first, "end_word": last + 1}
         if spans is not None and text is not None:
             entity.update(start=spans[first][0], end=spans[last][1], text=text[spans[first][0] : spans[last][1]])
