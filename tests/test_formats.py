@@ -48,8 +48,6 @@ def resave(splits: dict, tmp_path: Path, level: str = "word") -> dict[str, dict]
 def assert_same_dataset_in_every_format(reference_params: dict, tmp_path: Path, level: str = "word") -> dict:
     """The reference corpus and its HF / JSONL / Parquet copies give one canonical dataset,
     and every one of them passes validation."""
-    from nerflow.data import read_corpus
-
     reference = prepare_data(reference_params, tmp_path / "reference")
     assert validate_dataset({}, tmp_path / "reference", tmp_path / "report-reference")["errors"] == 0
     splits, _, _ = read_corpus(reference_params)

@@ -4,14 +4,12 @@ promotion, rollback, history, and crashes during promotion."""
 import json
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, write_params
+from conftest import run_cli, write_params
 from nerflow import NerflowError
 from nerflow.gate import decide, paired_bootstrap, sentence_counts
 from nerflow.metrics import score
@@ -129,18 +127,6 @@ def test_bootstrap_is_seeded():
 
 # ---- the registry, with real models in a real BentoML store ------------------------------------
 
-CLI = [sys.executable, "-m", "nerflow.cli"]
-
-
-def cli(args, pfile, check=True):
-    env = {**os.environ}
-    env.pop("BENTOML_HOME", None)
-    r = subprocess.run(CLI + ["--params", str(pfile)] + args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
-
-
 @pytest.fixture(scope="module")
 def strong_model(library_run, tmp_path_factory):
     """The library run's model trained much longer: clearly better on the slice."""
@@ -159,10 +145,10 @@ def run_round(name, model, metrics, predictions, pfile, tmp_path):
     """register -> gate -> package through the CLI, as dvc repro runs them; returns the decision."""
     out = tmp_path / name
     out.mkdir()
-    cli(["register", "--model", str(model), "--metrics", str(metrics), "--out", str(out / "registered.json")], pfile)
-    g = cli(["gate", "--predictions", str(predictions), "--registered", str(out / "registered.json"),
-             "--out", str(out / "gate.json")], pfile)
-    cli(["package", "--decision", str(out / "gate.json"), "--out", str(out / "package.json")], pfile)
+    run_cli(["register", "--model", str(model), "--metrics", str(metrics), "--out", str(out / "registered.json")], pfile, check=True)
+    g = run_cli(["gate", "--predictions", str(predictions), "--registered", str(out / "registered.json"),
+                 "--out", str(out / "gate.json")], pfile, check=True)
+    run_cli(["package", "--decision", str(out / "gate.json"), "--out", str(out / "package.json")], pfile, check=True)
     decision = json.loads((out / "gate.json").read_text())
     decision["stdout"] = g.stdout
     return decision
@@ -202,22 +188,22 @@ def test_champion_challenger_rounds_history_and_rollback(library_run, strong_mod
     history = registry.history()
     assert [r["stage"] for r in history] == ["archived", "production", "candidate", "candidate"]
     assert history[1]["f1"] == pytest.approx(better["challenger"]["f1"])
-    text = cli(["registry", "history"], pfile).stdout
+    text = run_cli(["registry", "history"], pfile, check=True).stdout
     assert strong_tag in text and "production" in text and f"{better['challenger']['f1']:.4f}" in text
     labels = {t: registry.info(t)["labels"]["stage"] for t in registry.versions()}  # bentoml's own view
     assert labels[strong_tag] == "production" and labels[weak_tag] == "archived"
 
-    r = cli(["registry", "rollback"], pfile)
+    r = run_cli(["registry", "rollback"], pfile, check=True)
     assert f"{strong_tag} -> {weak_tag}" in r.stdout
     assert registry.production() == weak_tag and registry.stage(strong_tag) == "rolled-back"
     assert registry.info(weak_tag)["labels"]["stage"] == "production"
-    r = cli(["registry", "rollback"], pfile, check=False)  # nothing earlier
+    r = run_cli(["registry", "rollback"], pfile)  # nothing earlier
     assert r.returncode == 2 and "no earlier production model" in r.stderr
 
-    cli(["registry", "promote", strong_tag, "--reason", "fixed upstream"], pfile)
+    run_cli(["registry", "promote", strong_tag, "--reason", "fixed upstream"], pfile, check=True)
     assert registry.production() == strong_tag
     assert registry.state()["events"][-1] == {**registry.state()["events"][-1], "event": "promote", "reason": "fixed upstream"}
-    r = cli(["registry", "promote", "nerflow-ner:nosuch"], pfile, check=False)
+    r = run_cli(["registry", "promote", "nerflow-ner:nosuch"], pfile)
     assert r.returncode == 2 and "no such model" in r.stderr
 
 

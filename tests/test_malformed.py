@@ -3,7 +3,6 @@ one line naming the file, the line (or record) and the problem, exit code 2, and
 previous outputs untouched."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, free_port, write_params
+from conftest import free_port, run_cli, write_params
 
 TEXT = "Angela Merkel visited Paris, France."
 # split_words gives: Angela Merkel visited Paris , France .
@@ -37,13 +37,6 @@ def every_word_tagged(src: Path, dst: Path, label: str) -> Path:
     return dst
 
 
-def cli(args, pfile, env):
-    r = subprocess.run([sys.executable, "-m", "nerflow.cli", "--params", str(pfile)] + args, capture_output=True, text=True,
-                       env=env, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
-
-
 @pytest.fixture(scope="module")
 def server(library_run, tmp_path_factory):
     """A model biased to B-PER, registered and promoted through the CLI (which builds its Bento),
@@ -54,10 +47,10 @@ def server(library_run, tmp_path_factory):
                   package={"build_bento": True})
     pfile = write_params(params, work / "params.yaml")
     env = {k: v for k, v in os.environ.items() if k != "BENTOML_HOME"}
-    cli(["register", "--model", str(model), "--metrics", str(library_run["metrics"]), "--out", str(work / "registered.json")],
-        pfile, env)
+    run_cli(["register", "--model", str(model), "--metrics", str(library_run["metrics"]), "--out", str(work / "registered.json")],
+        pfile, check=True)
     tag = json.loads((work / "registered.json").read_text())["model_tag"]
-    cli(["registry", "promote", tag], pfile, env)
+    run_cli(["registry", "promote", tag], pfile, check=True)
     from nerflow.registry import Registry
 
     bento = Registry("nerflow-ner", work / "bentoml").state()["bentos"][tag]
