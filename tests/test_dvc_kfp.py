@@ -114,14 +114,20 @@ def test_validation_failure_stops_dvc_before_training(dvc_repo, params, conll_di
     assert not (dvc_repo / "data/features").exists() and not (dvc_repo / "models/candidate").exists()
 
 
+def kfp_run(params, tmp_path, root, check=True):
+    """`pipeline.py run` with these params; returns the process and the folders of the runs so far
+    (one per run, holding a folder per task that ran: a cached task has none)."""
+    pfile = write_params(params, tmp_path / "params.yaml")
+    r = sh([sys.executable, str(ROOT / "pipeline.py"), "run", "--params", str(pfile), "--pipeline-root", str(root)], ROOT,
+           check=check)
+    return r, sorted((p for p in root.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+
+
 @pytest.mark.parametrize("min_f1, promoted", [(0.0, True), (1.01, False)])
 def test_kfp_local_run_gates_packaging(params, tmp_path, min_f1, promoted):
     params["gate"]["min_f1"] = min_f1
-    pfile = write_params(params, tmp_path / "params.yaml")
-    root = tmp_path / "kfp"
-    r = sh([sys.executable, str(ROOT / "pipeline.py"), "run", "--params", str(pfile), "--pipeline-root", str(root)], ROOT)
+    r, (run_dir,) = kfp_run(params, tmp_path, tmp_path / "kfp")
     assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is promoted
-    (run_dir,) = root.iterdir()
     tasks = {p.name for p in run_dir.iterdir()}
     assert {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"} <= tasks
     assert ("package-op" in tasks) is promoted
@@ -157,13 +163,34 @@ def test_validation_failure_stops_the_kfp_run_before_training(params, tmp_path, 
     bad = tmp_path / "train.txt"
     bad.write_text((conll_dir / "train.txt").read_text() + "\nIn IN B-PP O\nParis NNP B-NP I-LOC\n")
     params["data"]["train"] = str(bad)
-    pfile = write_params(params, tmp_path / "params.yaml")
-    root = tmp_path / "kfp"
-    r = sh([sys.executable, str(ROOT / "pipeline.py"), "run", "--params", str(pfile), "--pipeline-root", str(root)], ROOT, check=False)
+    r, (run_dir,) = kfp_run(params, tmp_path, tmp_path / "kfp", check=False)
     assert r.returncode != 0
     assert "valid IOB2" in r.stdout + r.stderr
-    (run_dir,) = root.iterdir()
     tasks = {p.name for p in run_dir.iterdir()}
     assert "train-op" not in tasks and "preprocess-op" not in tasks
     results = json.loads((run_dir / "validate-op" / "report" / "results.json").read_text())
     assert results["success"] is False and (run_dir / "validate-op" / "report" / "report.html").exists()
+
+
+def test_kfp_cache_reruns_only_what_an_edit_affects(params, tmp_path, conll_dir):
+    """Each task takes only its params sections: a gate edit re-runs gate (never cached: it reads the
+    registry) and package; a KFP resource edit re-trains nothing; an edited corpus file is read again."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "validation", "test"):
+        shutil.copy(conll_dir / f"{split}.txt", corpus / f"{split}.txt")
+        params["data"][split] = str(corpus / f"{split}.txt")
+    params["gate"].update(min_f1=1.01)
+    root = tmp_path / "kfp"
+    _, runs = kfp_run(params, tmp_path, root)
+    everything = {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"}
+    assert {p.name for p in runs[-1].iterdir()} == everything
+    params["gate"]["min_f1"] = 0.0
+    params["train"]["resources"] = {"cpu": "4", "memory": "16G", "gpus": 1, "accelerator": "nvidia.com/gpu"}
+    r, runs = kfp_run(params, tmp_path, root)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is True
+    assert {p.name for p in runs[-1].iterdir()} == {"gate-op", "package-op"}
+    with open(corpus / "test.txt", "a", encoding="utf-8") as fh:  # a new data version, same params
+        fh.write("\nBerlin NNP B-NP B-LOC\n")
+    _, runs = kfp_run(params, tmp_path, root)
+    assert {p.name for p in runs[-1].iterdir()} >= {"data-op", "evaluate-op", "gate-op"}

@@ -1,7 +1,8 @@
-"""`nerflow <step>`: one subcommand per pipeline step, plus `summary`.
+"""`nerflow <step>`: one subcommand per pipeline step, plus `summary`, `params`, `predict`, `score`.
 
-Each subcommand reads its section of params.yaml and explicit input/output paths (defaults
-below match dvc.yaml). Bad input: one line on stderr naming the problem, exit code 2.
+Each subcommand reads its (validated) section of params.yaml and explicit input/output paths
+(defaults below match dvc.yaml). `--params FILE` goes before or after the subcommand. Bad input:
+one line per problem on stderr, naming it, exit code 2.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ PATHS = {
     "validation_report": "reports/validation",
     "features": "data/features",
     "model": "models/candidate",
+    "curves": "reports/training",
     "metrics": "reports/metrics.json",
     "predictions": "reports/predictions.jsonl",
     "evaluation_report": "reports/evaluation",
@@ -27,10 +29,22 @@ PATHS = {
 }
 
 
+PARAMS_HELP = "params file (default: params.yaml)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nerflow", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    # every subcommand takes --params too (after it); SUPPRESS keeps the main parser's value
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default=argparse.SUPPRESS, help=PARAMS_HELP)
     sub = parser.add_subparsers(dest="step", required=True)
+    add_parser = sub.add_parser
+
+    def add_with_params(name: str, **kw):
+        return add_parser(name, parents=[common, *kw.pop("parents", [])], **kw)
+
+    sub.add_parser = add_with_params  # type: ignore[method-assign]
 
     def add(name: str, help: str, **paths: str) -> None:
         p = sub.add_parser(name, help=help)
@@ -40,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     add("data", "read the corpus into the canonical dataset", out="dataset")
     add("validate", "validate the dataset with Great Expectations", dataset="dataset", report="validation_report")
     add("preprocess", "tokenize and align labels to sub-words", dataset="dataset", out="features")
-    add("train", "fine-tune the encoder", features="features", out="model")
+    add("train", "fine-tune the encoder", features="features", out="model", curves="curves")
     add("evaluate", "score the model on the test split (seqeval)", model="model", dataset="dataset",
         metrics="metrics", predictions="predictions", report="evaluation_report")
     add("register", "store the trained model in the BentoML model store as a candidate", model="model",
@@ -53,40 +67,48 @@ def _parser() -> argparse.ArgumentParser:
         report="validation_report", model="model", metrics="metrics", decision="decision",
         record="package_record", evaluation_report="evaluation_report")
 
+    pp = sub.add_parser("params", help="print the effective configuration (every key, defaults filled in)")
+    pp.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml instead")
+    pp.add_argument("--json", action="store_true", help="JSON instead of YAML")
+
     reg = sub.add_parser("registry", help="the model registry: history, promote, rollback")
     reg_sub = reg.add_subparsers(dest="action", required=True)
-    reg_sub.add_parser("history", help="every stored model with stage, test F1, data version, git revision")
-    reg_sub.add_parser("show", help="the production model, its Bento and how to serve it")
-    pr = reg_sub.add_parser("promote", help="make a stored model the production model (builds its Bento)")
+    reg_sub.add_parser("history", parents=[common], help="every stored model with stage, test F1, data version, git revision")
+    reg_sub.add_parser("show", parents=[common], help="the production model, its Bento and how to serve it")
+    pr = reg_sub.add_parser("promote", parents=[common], help="make a stored model the production model (builds its Bento)")
     pr.add_argument("tag", help="model tag, e.g. nerflow-ner:abc123")
     pr.add_argument("--reason", default="manual promotion")
-    rb = reg_sub.add_parser("rollback", help="put the previous production model back")
+    rb = reg_sub.add_parser("rollback", parents=[common], help="put the previous production model back")
     rb.add_argument("--reason", default="manual rollback")
 
     rt = sub.add_parser("retrain", help="run the pipeline (dvc repro) only if data or params changed; print the gate's decision")
     rt.add_argument("--force", action="store_true", help="run dvc repro even when nothing changed")
+    from nerflow import batch
+
+    batch.add_parsers(sub)
     return parser
 
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from nerflow.params import bentoml_home, load_params
+    from nerflow.params import configure, load_params
 
     params = load_params(args.params)
-    os.environ["BENTOML_HOME"] = bentoml_home(params["registry"])
+    configure(params)
     step = args.step
+    if step == "params":
+        return _print_params(args, params)
     if step == "data":
         from nerflow.data import prepare_data
 
-        m = prepare_data(params["data"], args.out)
+        m = prepare_data(params.data, args.out)
         print(f"data: {args.out}: " + ", ".join(f"{s} {v['sentences']} sentences" for s, v in m["splits"].items())
               + f"; {len(m['labels'])} labels; version {m['content_hash'][:12]}")
     elif step == "validate":
         from nerflow.validate import ValidationFailed, format_table, validate_dataset
 
         try:
-            summary = validate_dataset(params["validate"], args.dataset, args.report)
+            summary = validate_dataset(params.validate_, args.dataset, args.report)
         except ValidationFailed:
             from nerflow.atomic import read_json
 
@@ -97,21 +119,21 @@ def run(argv: list[str] | None = None) -> int:
     elif step == "preprocess":
         from nerflow.preprocess import preprocess
 
-        info = preprocess(params["preprocess"], args.dataset, args.out)
+        info = preprocess(params.preprocess, args.dataset, args.out)
         print(f"preprocess: {args.out}: " + ", ".join(
             f"{s} {v['windows']} windows ({v['sentences_split_into_windows']} long sentences split)"
             for s, v in info["splits"].items()))
     elif step == "train":
         from nerflow.train import train
 
-        s = train(params["train"], args.features, args.out)
+        s = train(params.train, args.features, args.out, args.curves)
         print(f"train: {args.out}: {s['steps']} steps in {s['train_seconds']} s on {s['device']} ({s['precision']}), "
               f"{s['train_sentences_per_second']} sentences/s; dev F1 by epoch: "
               + ", ".join(f"{d['f1']:.4f}" for d in s["dev_f1"]))
     elif step == "evaluate":
         from nerflow.evaluate import evaluate
 
-        m = evaluate(params["evaluate"], args.model, args.dataset, args.metrics, args.predictions, args.report)
+        m = evaluate(params.evaluate, args.model, args.dataset, args.metrics, args.predictions, args.report)
         print(f"evaluate: test F1 {m['f1']:.4f} (P {m['precision']:.4f}, R {m['recall']:.4f}); "
               + ", ".join(f"{t} {v['f1']:.3f}" for t, v in m["per_type"].items())
               + f"; error analysis {Path(args.report) / 'errors.html'}")
@@ -120,18 +142,18 @@ def run(argv: list[str] | None = None) -> int:
     elif step == "register":
         from nerflow.package import register
 
-        r = register(params["registry"], args.model, args.metrics, args.out, params["train"])
+        r = register(params.registry, args.model, args.metrics, args.out, params.train)
         print(f"register: candidate {r['model_tag']} (test F1 {r['f1']:.4f}, data {r['data_hash'][:12]}, git {r['git_revision'][:12]})")
     elif step == "gate":
         from nerflow.gate import gate
         from nerflow.package import registry_for
 
-        d = gate(params["gate"], args.predictions, args.registered, args.out, registry_for(params["registry"]))
+        d = gate(params.gate, args.predictions, args.registered, args.out, registry_for(params.registry))
         print(f"gate: {'PROMOTE' if d['promote'] else 'REFUSE'} {d['challenger']['tag']}: " + "; ".join(d["reasons"]))
     elif step == "package":
         from nerflow.package import package
 
-        r = package(params["registry"], params["package"], args.decision, args.out)
+        r = package(params.registry, params.package, args.decision, args.out)
         print("package: " + (f"production model {r['model_tag']}, bento {r.get('bento_tag') or '-'}" if r["packaged"] else r["reason"]))
     elif step == "registry":
         return _registry(args, params)
@@ -143,6 +165,26 @@ def run(argv: list[str] | None = None) -> int:
         from nerflow.summary import summary
 
         print(summary(vars(args)))
+    elif step in ("predict", "score"):
+        from nerflow import batch
+
+        return batch.run(args, params)
+    return 0
+
+
+def _print_params(args, params) -> int:
+    import json
+
+    from nerflow.config import json_schema
+
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2))
+    elif args.json:
+        print(json.dumps(params.to_dict(), indent=2))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(params.to_dict(), sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
@@ -150,7 +192,7 @@ def _registry(args, params) -> int:
     from nerflow.package import promote, registry_for
     from nerflow.registry import format_history
 
-    registry = registry_for(params["registry"])
+    registry = registry_for(params.registry)
     registry.sync_labels()  # repairs labels a crash may have left behind
     if args.action == "history":
         print(format_history(registry.history()))
@@ -165,7 +207,7 @@ def _registry(args, params) -> int:
         print(f"serve      BENTOML_HOME={registry.home} " + (f"bentoml serve {bento}" if bento else
               f"NERFLOW_MODEL_TAG={tag} bentoml serve serving.service:NERService"))
     elif args.action == "promote":
-        r = promote(registry, args.tag, params["package"], None, reason=args.reason)
+        r = promote(registry, args.tag, params.package, None, reason=args.reason)
         print(f"registry: {r['model_tag']} is now the production model (bento {r['bento_tag'] or '-'})")
     elif args.action == "rollback":
         e = registry.rollback(args.reason)
@@ -181,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `nerflow params --schema | head`
+        return 0
 
 
 if __name__ == "__main__":

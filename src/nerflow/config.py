@@ -426,12 +426,12 @@ def describe_errors(exc: ValidationError, root: type[BaseModel], prefix: str = "
             given = err.get("input")
             shown = "" if isinstance(given, (dict, list)) or given is None and err["type"] != "none_not_allowed" else f" (given {given!r})"
             msg = f"{path}: {text}{shown}"
-        where = ""
+        where, line = "", None
         if file:
             line = (lines or {}).get(path) or _nearest_line(lines or {}, path)
             where = f"{file}:{line}: " if line else f"{file}: "
-        out.append(where + msg)
-    return "\n".join(out)
+        out.append((line if file and line else 0, where + msg))
+    return "\n".join(text for _, text in sorted(out, key=lambda item: item[0]))
 
 
 def _nearest_line(lines: dict[str, int], path: str) -> int | None:

@@ -16,30 +16,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nerflow import NerflowError
 from nerflow.analysis import confusion, confusion_png, error_kinds, error_report_html, sentence_losses
 from nerflow.atomic import atomic_dir, atomic_file, write_json
+from nerflow.config import EvaluateParams, section
 from nerflow.data import load_dataset_dir, read_manifest
 from nerflow.metrics import all_scores
 
 
-def _extra_test_sets(params: dict[str, Any]) -> list[tuple[str, list[list[str]], list[list[str]]]]:
+def _extra_test_sets(params: EvaluateParams) -> list[tuple[str, list[list[str]], list[list[str]]]]:
     """Further test sets from ``evaluate.test_sets``: [{name, path, format?, scheme?, ...}]."""
     from nerflow.params import resolve_path
     from nerflow.readers import read_split, to_iob2
 
     out = []
-    for i, spec in enumerate(params.get("test_sets") or []):
-        if not isinstance(spec, dict) or not spec.get("name") or not spec.get("path"):
-            raise NerflowError(f"evaluate.test_sets[{i}]: expected {{name: ..., path: ...}}")
-        sentences = read_split(resolve_path(spec["path"]), spec.get("format", "auto"), spec)
-        scheme = spec.get("scheme", "iob2")
-        out.append((spec["name"], [s.tokens for s in sentences], [to_iob2(s.tags, scheme) for s in sentences]))
+    for spec in params.test_sets:
+        sentences = read_split(resolve_path(spec.path), spec.format, spec)
+        out.append((spec.name, [s.tokens for s in sentences], [to_iob2(s.tags, spec.scheme) for s in sentences]))
     return out
 
 
 def evaluate(
-    params: dict[str, Any],
+    params: EvaluateParams | dict[str, Any],
     model_dir: str | Path,
     dataset_dir: str | Path,
     metrics_out: str | Path,
@@ -49,6 +46,7 @@ def evaluate(
 ) -> dict[str, Any]:
     from nerflow.predict import WordTagger
 
+    params = section(EvaluateParams, params)
     dataset = load_dataset_dir(dataset_dir)
     manifest = read_manifest(dataset_dir)
     level = manifest.get("level", "word")
@@ -56,10 +54,8 @@ def evaluate(
     names = rows.features["ner_tags"].feature.names
     test_sets = [(split, rows["tokens"], [[names[t] for t in tags] for tags in rows["ner_tags"]])]
     test_sets += _extra_test_sets(params)
-    tagger = WordTagger(model_dir, precision=params.get("precision", "auto"), batch_size=int(params.get("batch_size", 64)))
-    scheme = params.get("scheme", "default")
-    if scheme not in ("default", "strict"):
-        raise NerflowError(f"evaluate.scheme {scheme!r}: expected default or strict")
+    tagger = WordTagger(model_dir, precision=params.precision, batch_size=params.batch_size)
+    scheme = params.scheme
 
     results = {}
     for name, tokens, gold in test_sets:
@@ -100,7 +96,7 @@ def evaluate(
         for t, g, p in zip(main["tokens"], main["gold"], main["pred"]):
             fh.write(json.dumps({"tokens": t, "gold": g, "pred": p}, ensure_ascii=False) + "\n")
     if report_dir is not None:
-        write_report(report_dir, main, kinds, metrics, tagger, level, int(params.get("top_loss_sentences", 50)))
+        write_report(report_dir, main, kinds, metrics, tagger, level, params.top_loss_sentences)
     write_json(metrics_out, metrics)
     return metrics
 

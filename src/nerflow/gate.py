@@ -23,33 +23,18 @@ from typing import Any, Sequence
 
 from nerflow import NerflowError
 from nerflow.atomic import read_json, write_json
+from nerflow.config import GateParams, section
 from nerflow.metrics import score
 
 
-def _gate_params(params: dict[str, Any]) -> dict[str, Any]:
-    boot = params.get("bootstrap") or {}
-    p = {
-        "min_f1": float(params.get("min_f1", 0.0)),
-        "type_min_f1": {str(k): float(v) for k, v in (params.get("type_min_f1") or {}).items()},
-        "default_type_min_f1": float(params.get("default_type_min_f1", 0.0)),
-        "max_type_regression": float(params.get("max_type_regression", 1.0)),
-        "min_delta": float(params.get("min_delta", 0.0)),
-        "samples": int(boot.get("samples", 1000)),
-        "seed": int(boot.get("seed", 0)),
-        "confidence": float(boot.get("confidence", 0.95)),
-        "scheme": params.get("scheme", "default"),
+def _gate_params(params: GateParams | dict[str, Any]) -> dict[str, Any]:
+    """The gate's settings, flat, as the decision records them."""
+    g = section(GateParams, params)
+    return {
+        "min_f1": g.min_f1, "type_min_f1": dict(g.type_min_f1), "default_type_min_f1": g.default_type_min_f1,
+        "max_type_regression": g.max_type_regression, "min_delta": g.min_delta, "samples": g.bootstrap.samples,
+        "seed": g.bootstrap.seed, "confidence": g.bootstrap.confidence, "scheme": g.scheme,
     }
-    if p["min_delta"] < 0:
-        raise NerflowError(f"gate.min_delta {p['min_delta']}: must be >= 0 (a worse model is never promoted)")
-    if p["max_type_regression"] < 0:
-        raise NerflowError(f"gate.max_type_regression {p['max_type_regression']}: must be >= 0")
-    if not 0.5 <= p["confidence"] < 1:
-        raise NerflowError(f"gate.bootstrap.confidence {p['confidence']}: expected 0.5 <= confidence < 1")
-    if p["samples"] < 100:
-        raise NerflowError(f"gate.bootstrap.samples {p['samples']}: expected at least 100")
-    if p["scheme"] not in ("default", "strict"):
-        raise NerflowError(f"gate.scheme {p['scheme']!r}: expected default or strict")
-    return p
 
 
 def sentence_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: str = "default"):
@@ -109,7 +94,7 @@ def paired_bootstrap(challenger, champion, samples: int, seed: int, min_delta: f
 
 
 def decide(
-    params: dict[str, Any],
+    params: GateParams | dict[str, Any],
     gold: Sequence[Sequence[str]],
     challenger_pred: Sequence[Sequence[str]],
     champion_pred: Sequence[Sequence[str]] | None = None,
@@ -196,7 +181,7 @@ def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]
 
 
 def gate(
-    params: dict[str, Any],
+    params: GateParams | dict[str, Any],
     predictions_path: str | Path,
     registered_path: str | Path,
     decision_out: str | Path,

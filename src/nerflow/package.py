@@ -19,6 +19,7 @@ import yaml
 
 from nerflow import NerflowError
 from nerflow.atomic import read_json, write_json
+from nerflow.config import PackageParams, RegistryParams, TrainParams, section
 from nerflow.predict import MODEL_INFO
 
 BENTOFILE = Path("serving") / "bentofile.yaml"
@@ -59,20 +60,21 @@ def build_bento(model_tag: str, root: str | Path, labels: dict[str, str] | None 
         return bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(root), labels=labels)
 
 
-def registry_for(params: dict[str, Any]):
+def registry_for(params: RegistryParams | dict[str, Any]):
     """The registry named by the ``registry`` params section (store: $BENTOML_HOME)."""
     from nerflow.params import bentoml_home
     from nerflow.registry import Registry
 
-    return Registry(params.get("model_name", "nerflow-ner"), bentoml_home(params))
+    params = section(RegistryParams, params)
+    return Registry(params.model_name, bentoml_home(params))
 
 
 def register(
-    params: dict[str, Any],
+    params: RegistryParams | dict[str, Any],
     model_dir: str | Path,
     metrics_path: str | Path,
     record_out: str | Path,
-    train_params: dict[str, Any] | None = None,
+    train_params: TrainParams | dict[str, Any] | None = None,
     root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Step `register`: store the trained model in the BentoML model store as a candidate,
@@ -89,7 +91,8 @@ def register(
         "metrics": {k: metrics[k] for k in ("f1", "precision", "recall", "macro_f1", "accuracy", "per_type", "scheme", "split",
                                              "sentences") if k in metrics},
         # BentoML metadata takes no None: params travel as JSON text
-        "params_json": json.dumps(train_params or {}, sort_keys=True),
+        "params_json": json.dumps(section(TrainParams, train_params).to_dict() if train_params is not None else {},
+                                  sort_keys=True),
         "labels": info["labels"],
         "level": info.get("level", "word"),
         "data_hash": info["content_hash"],
@@ -105,8 +108,8 @@ def register(
 
 
 def package(
-    registry_params: dict[str, Any],
-    params: dict[str, Any],
+    registry_params: RegistryParams | dict[str, Any],
+    params: PackageParams | dict[str, Any],
     decision_path: str | Path,
     record_out: str | Path,
     root: str | Path | None = None,
@@ -127,7 +130,7 @@ def package(
                    decision=decision, root=root or project_root())
 
 
-def promote(registry, tag: str, params: dict[str, Any], record_out: str | Path | None, reason: str,
+def promote(registry, tag: str, params: PackageParams | dict[str, Any], record_out: str | Path | None, reason: str,
             decision: dict[str, Any] | None = None, root: str | Path | None = None) -> dict[str, Any]:
     """Build the Bento for ``tag`` (unless one exists or ``build_bento`` is off), then switch
     production to it. A failure before the switch leaves the old champion in production."""
@@ -135,7 +138,7 @@ def promote(registry, tag: str, params: dict[str, Any], record_out: str | Path |
 
     registry.model_dir(tag)
     bento = registry.state()["bentos"].get(tag)
-    if bento is None and params.get("build_bento", True):
+    if bento is None and section(PackageParams, params).build_bento:
         bento = str(build_bento(tag, root or project_root(), {"stage": "production"}).tag)
     registry.promote(tag, reason, bento=bento, decision=decision)
     serve = f"bentoml serve {bento} --port 3000" if bento else \

@@ -1,33 +1,20 @@
-"""Reading params.yaml and resolving the paths it names."""
+"""Paths the params name, and the process-wide settings every entry point applies.
+
+The params themselves (types, defaults, validation) are in nerflow.config.
+"""
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nerflow import NerflowError
+from nerflow.config import Params, RegistryParams, load_params, section
 
-STEPS = ("data", "validate", "preprocess", "train", "evaluate", "registry", "gate", "package")
-
-
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            params = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise NerflowError(f"{path}: params file not found") from None
-    except yaml.YAMLError as exc:
-        raise NerflowError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(params, dict):
-        raise NerflowError(f"{path}: expected a mapping with one section per step")
-    missing = [s for s in STEPS if not isinstance(params.get(s), dict)]
-    if missing:
-        raise NerflowError(f"{path}: missing section(s): {', '.join(missing)}")
-    return params
+__all__ = ["load_params", "resolve_path", "project_root", "bentoml_home", "configure"]
 
 
 def resolve_path(spec: str | Path, base: str | Path | None = None) -> Path:
@@ -50,8 +37,15 @@ def resolve_path(spec: str | Path, base: str | Path | None = None) -> Path:
         path = Path(spec)
         if base is not None and not path.is_absolute():
             path = Path(base) / path
-    if not path.exists():
-        raise NerflowError(f"{spec}: no such file or directory ({path})")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise NerflowError(f"{spec}: a symbolic link to a missing file ({path} -> {os.readlink(path)})") from None
+        raise NerflowError(f"{spec}: no such file or directory ({path})") from None
+    except OSError as exc:  # ELOOP: a symlink loop; EACCES; ...
+        what = "a symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror
+        raise NerflowError(f"{spec}: {what} ({path})") from None
     return path
 
 
@@ -62,11 +56,20 @@ def project_root() -> Path:
     return here if (here / "serving" / "bentofile.yaml").exists() else Path.cwd()
 
 
-def bentoml_home(package_params: dict[str, Any]) -> str:
-    """$BENTOML_HOME if set, else ``package.bentoml_home`` relative to the project root."""
-    import os
-
+def bentoml_home(registry: RegistryParams | dict[str, Any] | None) -> str:
+    """$BENTOML_HOME if set, else ``registry.bentoml_home`` relative to the project root."""
     if os.environ.get("BENTOML_HOME"):
         return os.environ["BENTOML_HOME"]
-    home = Path(package_params.get("bentoml_home", ".bentoml"))
+    home = Path(section(RegistryParams, registry).bentoml_home)
     return str(home if home.is_absolute() else project_root() / home)
+
+
+def configure(registry: RegistryParams | dict[str, Any] | Params | None = None) -> None:
+    """The one place process-wide settings are made, by every entry point (CLI, KFP
+    components, pipeline runner) before a step runs: the registry's BentoML store, Hub
+    offline mode for the embedded default (kept if the caller set it), quiet libraries."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    if registry is not None:
+        os.environ["BENTOML_HOME"] = bentoml_home(registry.registry if isinstance(registry, Params) else registry)

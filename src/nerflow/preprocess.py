@@ -13,6 +13,7 @@ from typing import Any
 from nerflow.align import align_labels, encode_texts, encode_words
 from nerflow.atomic import atomic_dir, write_json
 from nerflow.data import load_dataset_dir, read_manifest
+from nerflow.config import PreprocessParams, section
 from nerflow.params import resolve_path
 
 INFO = "preprocess.json"
@@ -40,16 +41,15 @@ def word_starts(word_ids) -> list[int]:
     return out
 
 
-def preprocess(params: dict[str, Any], dataset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     from datasets import Dataset, DatasetDict, disable_progress_bars
 
+    params = section(PreprocessParams, params)
     disable_progress_bars()
     dataset = load_dataset_dir(dataset_dir)
     manifest = read_manifest(dataset_dir)
-    tokenizer = load_tokenizer(params["model"])
-    max_length = int(params.get("max_length", 256))
-    stride = int(params.get("stride", 32))
-    all_sub = bool(params.get("label_all_subtokens", False))
+    tokenizer = load_tokenizer(params.model)
+    max_length, stride, all_sub = params.max_length, params.stride, params.label_all_subtokens
     labels = manifest["labels"]
 
     out, stats = {}, {}
@@ -84,7 +84,7 @@ def preprocess(params: dict[str, Any], dataset_dir: str | Path, out_dir: str | P
     info = {
         "labels": labels,
         "content_hash": manifest["content_hash"],
-        "tokenizer": str(params["model"]),
+        "tokenizer": params.model,
         "max_length": max_length,
         "stride": stride,
         "label_all_subtokens": all_sub,

@@ -17,6 +17,7 @@ from typing import Any
 
 from nerflow import NerflowError
 from nerflow.atomic import atomic_dir, write_json
+from nerflow.config import TrainParams, outcome_keys, section
 from nerflow.device import resolve_precision
 from nerflow.params import resolve_path
 from nerflow.predict import MODEL_INFO
@@ -76,15 +77,18 @@ def _dev_f1(labels: list[str], starts: list[list[int]]):
 RUN_KEY = "nerflow-run.json"  # what a checkpoint in the work folder was trained with
 
 
-def _run_key(params: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    keys = ("model", "seed", "epochs", "max_steps", "batch_size", "learning_rate", "head_learning_rate",
-            "weight_decay", "warmup_steps", "lr_scheduler", "group_by_length", "gradient_accumulation_steps",
-            "freeze_embeddings")
-    return {"params": {k: params.get(k) for k in keys}, "data": info["content_hash"],
+RUN_INDEPENDENT = {"resume", "save_steps", "dataloader_workers", "threads", "torch_compile", "optimizer", "precision"}
+
+
+def _run_key(params: TrainParams, info: dict[str, Any]) -> dict[str, Any]:
+    """What a resumable checkpoint must have been trained with: every key that changes the
+    result except those that only change how fast or how often it is saved."""
+    keys = [k.split(".", 1)[1] for k in outcome_keys("train") if k.split(".", 1)[1] not in RUN_INDEPENDENT]
+    return {"params": params.model_dump(mode="json", include=set(keys)), "data": info["content_hash"],
             "features": [info["max_length"], info["stride"], info["label_all_subtokens"]]}
 
 
-def _checkpoint_to_resume(work_dir: Path, params: dict[str, Any], info: dict[str, Any]) -> Path | None:
+def _checkpoint_to_resume(work_dir: Path, params: TrainParams, info: dict[str, Any]) -> Path | None:
     """The last checkpoint a killed run of the same training left behind; a work folder from
     other params or data is cleared instead."""
     import shutil
@@ -124,7 +128,27 @@ def _step_of(checkpoint) -> int | None:
         return None
 
 
-def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Path) -> dict[str, Any]:
+def write_curves(history: list[dict[str, Any]], curves_dir: str | Path) -> None:
+    """The Trainer's log history as dvclive plots (x: optimizer step): ``train/loss`` and
+    ``train/learning_rate`` every logging step, ``dev/f1`` after each evaluation; the last
+    values in ``metrics.json``. `dvc plots show` draws them (dvc.yaml names the files)."""
+    from dvclive import Live
+
+    with atomic_dir(curves_dir) as tmp:
+        with Live(str(tmp), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+            for entry in history:
+                for key, name in (("loss", "train/loss"), ("learning_rate", "train/learning_rate"),
+                                  ("eval_f1", "dev/f1"), ("eval_loss", "dev/loss")):
+                    if key in entry:
+                        live.step = int(entry["step"])
+                        live.log_metric(name, float(entry[key]))
+
+
+def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_out: str | Path,
+          curves_dir: str | Path | None = None) -> dict[str, Any]:
+    """Fine-tune ``params.model`` on the features; write the model to ``model_out`` and, when
+    ``curves_dir`` is given, the training curves (loss per logging step, dev F1 per epoch)
+    there as dvclive plots."""
     import torch
     import transformers
     from datasets import disable_progress_bars, load_from_disk
@@ -137,6 +161,7 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
         TrainingArguments,
     )
 
+    params = section(TrainParams, params)
     disable_progress_bars()
     transformers.logging.set_verbosity_error()
     features_dir = Path(features_dir)
@@ -146,34 +171,34 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
     labels = info["labels"]
     features = load_from_disk(str(features_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(features_dir / "tokenizer"))
-    model_path = resolve_path(params["model"])
+    model_path = resolve_path(params.model)
     model_vocab = AutoTokenizer.from_pretrained(str(model_path)).get_vocab()
     if model_vocab != tokenizer.get_vocab():
         raise NerflowError(
-            f"train.model {params['model']} has another vocabulary than the tokenizer the features "
+            f"train.model {params.model} has another vocabulary than the tokenizer the features "
             f"were made with ({info['tokenizer']}): set preprocess.model to the same model"
         )
-    seed = int(params.get("seed", 42))
+    seed = params.seed
     transformers.set_seed(seed)
-    if params.get("threads"):
-        torch.set_num_threads(int(params["threads"]))
+    if params.threads:
+        torch.set_num_threads(params.threads)
     model = AutoModelForTokenClassification.from_pretrained(
         str(model_path),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
-    if params.get("freeze_embeddings"):
+    if params.freeze_embeddings:
         for param in model.get_input_embeddings().parameters():
             param.requires_grad = False
-    device, precision = resolve_precision(params.get("precision", "auto"))
-    eval_each_epoch = bool(params.get("eval_each_epoch", True)) and "validation" in features
-    patience = int(params.get("early_stopping_patience") or 0)
-    keep_best = eval_each_epoch and bool(params.get("keep_best", True))
-    save_steps = int(params.get("save_steps") or 0)
+    device, precision = resolve_precision(params.precision)
+    eval_each_epoch = params.eval_each_epoch and "validation" in features
+    patience = params.early_stopping_patience
+    keep_best = eval_each_epoch and params.keep_best
+    save_steps = params.save_steps
     model_out = Path(model_out)
     work_dir = model_out.parent / f".{model_out.name}.trainer"
-    resume_from = _checkpoint_to_resume(work_dir, params, info) if params.get("resume", True) else None
+    resume_from = _checkpoint_to_resume(work_dir, params, info) if params.resume else None
     if keep_best or patience:
         save = {"save_strategy": "epoch", "load_best_model_at_end": True, "metric_for_best_model": "f1",
                 "greater_is_better": True, "save_total_limit": 2}
@@ -187,29 +212,29 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
     args = TrainingArguments(
         output_dir=str(work_dir),
         seed=seed,
-        num_train_epochs=float(params.get("epochs", 1)),
-        max_steps=int(params.get("max_steps", -1) or -1),
-        per_device_train_batch_size=int(params.get("batch_size", 32)),
-        per_device_eval_batch_size=int(params.get("batch_size", 32)) * 2,
-        learning_rate=float(params.get("learning_rate", 5e-5)),
-        weight_decay=float(params.get("weight_decay", 0.0)),
-        warmup_steps=int(params.get("warmup_steps", 0)),
-        lr_scheduler_type=params.get("lr_scheduler", "linear"),
-        train_sampling_strategy="group_by_length" if params.get("group_by_length", True) else "random",
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps if params.max_steps > 0 else -1,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size * 2,
+        learning_rate=params.learning_rate,
+        weight_decay=params.weight_decay,
+        warmup_steps=params.warmup_steps,
+        lr_scheduler_type=params.lr_scheduler,
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
         eval_strategy=("steps" if save.get("save_strategy") == "steps" and keep_best else "epoch") if eval_each_epoch else "no",
         eval_steps=save_steps if save.get("save_strategy") == "steps" and keep_best else None,
         **save,
-        gradient_accumulation_steps=int(params.get("gradient_accumulation_steps", 1)),
-        torch_compile=bool(params.get("torch_compile", False)),
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        torch_compile=params.torch_compile,
         logging_strategy="steps",
-        logging_steps=int(params.get("logging_steps", 50)),
-        dataloader_num_workers=int(params.get("dataloader_workers", 0)),
+        logging_steps=params.logging_steps,
+        dataloader_num_workers=params.dataloader_workers,
         dataloader_pin_memory=device == "cuda",
         report_to="none",
-        disable_tqdm=not bool(params.get("progress", True)),
+        disable_tqdm=not params.progress,
     )
     trainer = Trainer(
         model=model,
@@ -223,10 +248,10 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
         optimizers=(
             _optimizer(
                 model,
-                float(params.get("learning_rate", 5e-5)),
-                float(params.get("head_learning_rate", params.get("learning_rate", 5e-5))),
-                float(params.get("weight_decay", 0.0)),
-                params.get("optimizer", "foreach"),
+                params.learning_rate,
+                params.head_learning_rate or params.learning_rate,
+                params.weight_decay,
+                params.optimizer,
             ),
             None,
         ),
@@ -265,7 +290,7 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
         "label_all_subtokens": info["label_all_subtokens"],
         "level": info.get("level", "word"),
         "content_hash": info["content_hash"],
-        "base_model": str(params["model"]),
+        "base_model": params.model,
         "train": summary,
     }
     if trainer.is_world_process_zero():
@@ -274,6 +299,8 @@ def train(params: dict[str, Any], features_dir: str | Path, model_out: str | Pat
             tokenizer.save_pretrained(str(tmp))
             write_json(tmp / MODEL_INFO, model_info)
             write_json(tmp / "train_log.json", {"summary": summary, "log_history": history})
+        if curves_dir is not None:
+            write_curves(history, curves_dir)
         import shutil
 
         shutil.rmtree(work_dir, ignore_errors=True)
