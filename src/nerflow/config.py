@@ -73,9 +73,9 @@ class ReaderOptions(Section):
 
 
 class SplitRatios(Section):
-    train: float = Field(0.8, ge=0)
-    validation: float = Field(0.1, ge=0)
-    test: float = Field(0.1, ge=0)
+    train: float = Field(0.8, ge=0, description="share of sentences for train")
+    validation: float = Field(0.1, ge=0, description="share for validation")
+    test: float = Field(0.1, ge=0, description="share for test")
 
     @model_validator(mode="after")
     def _positive(self):
@@ -122,7 +122,7 @@ class Check(Section):
 
 
 class WarningCheck(Check):
-    severity: Severity = "warning"
+    severity: Severity = Field("warning", description="error (stops the run) | warning (reported) | off")
 
 
 class SentenceLength(Check):
@@ -154,27 +154,27 @@ class TypeDrift(WarningCheck):
 
 class LengthOutliers(WarningCheck):
     iqr_factor: float = Field(3.0, gt=0, description="a sentence longer than Q3 + iqr_factor * IQR is an outlier")
-    max_fraction: float = Field(0.01, ge=0, le=1)
+    max_fraction: float = Field(0.01, ge=0, le=1, description="share of outliers above which the check fails")
 
 
 class Checks(Section):
     lengths_match: Check = Field(default_factory=Check, description="as many tags as tokens")
-    sentence_length: SentenceLength = Field(default_factory=SentenceLength)
-    empty_token: Check = Field(default_factory=Check)
+    sentence_length: SentenceLength = Field(default_factory=SentenceLength, description="1 to max_tokens tokens")
+    empty_token: Check = Field(default_factory=Check, description="no empty token")
     control_characters: Check = Field(default_factory=Check, description=(
         "no whitespace, control (C0/C1), format or other non-printing character inside a token"))
-    tag_format: Check = Field(default_factory=Check)
-    iob2: Check = Field(default_factory=Check)
-    labels_in_train: Check = Field(default_factory=Check)
+    tag_format: Check = Field(default_factory=Check, description="every tag is O, B-<type> or I-<type>")
+    iob2: Check = Field(default_factory=Check, description="valid IOB2: an I-X follows B-X or I-X")
+    labels_in_train: Check = Field(default_factory=Check, description="every dev/test label occurs in train")
     duplicates: FlaggedShareWithError = Field(
         default_factory=lambda: FlaggedShareWithError(max_fraction=0.15, error_fraction=0.5),
         description="duplicate sentences within a split (CoNLL-2003 train: 9.6%)")
     leakage: FlaggedShareWithError = Field(
         default_factory=lambda: FlaggedShareWithError(max_fraction=0.10, error_fraction=0.5),
         description="dev/test sentences also in train (CoNLL-2003 dev: 5.9%)")
-    min_entities_per_type: MinEntities = Field(default_factory=MinEntities)
-    type_drift: TypeDrift = Field(default_factory=TypeDrift)
-    length_outliers: LengthOutliers = Field(default_factory=LengthOutliers)
+    min_entities_per_type: MinEntities = Field(default_factory=MinEntities, description="enough train entities per type")
+    type_drift: TypeDrift = Field(default_factory=TypeDrift, description="entity type shares: dev/test vs train")
+    length_outliers: LengthOutliers = Field(default_factory=LengthOutliers, description="unusually long sentences")
     subtoken_overflow: FlaggedShare = Field(
         default_factory=lambda: FlaggedShare(max_fraction=0.01),
         description="sentences over max_length sub-tokens (windowed by preprocess, never cut)")
@@ -223,17 +223,17 @@ class TrainParams(Section):
     """Step `train`: fine-tuning with the Trainer."""
 
     model: str = Field(DEFAULT_MODEL, description="the encoder to fine-tune (same as preprocess.model)")
-    seed: int = Field(42)
-    epochs: float = Field(4, gt=0)
+    seed: int = Field(42, description="seed of weights init, shuffling and dropout")
+    epochs: float = Field(4, gt=0, description="passes over the train split")
     max_steps: int = Field(-1, ge=-1, description="> 0 overrides epochs")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="windows per batch per device")
     learning_rate: float = Field(1.0e-4, gt=0, description="encoder learning rate")
     head_learning_rate: float | None = Field(3.0e-3, gt=0, description="the new classifier head (null: learning_rate)")
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up steps of the learning rate")
     lr_scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                          "constant_with_warmup", "inverse_sqrt"] = "linear"
-    gradient_accumulation_steps: int = Field(1, ge=1)
+                          "constant_with_warmup", "inverse_sqrt"] = Field("linear", description="learning-rate schedule")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="batches per optimizer step")
     group_by_length: bool = Field(True, description="length-grouped batches: far less padding")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description=(
         "auto: bf16 on CPUs with AMX/AVX512-BF16 and on CUDA with bf16, fp16 on older CUDA, else fp32"))
@@ -302,7 +302,7 @@ class RegistryParams(Section):
 
 class Bootstrap(Section):
     samples: int = Field(1000, ge=100, description="paired bootstrap resamples over test sentences")
-    seed: int = Field(13)
+    seed: int = Field(13, description="seed of the resampling")
     confidence: float = Field(0.95, ge=0.5, lt=1,
                               description="share of resamples in which the challenger must be ahead by > min_delta")
 
@@ -317,7 +317,7 @@ class GateParams(Section):
                                        description="no type's F1 may drop more than this below the champion's")
     min_delta: float = Field(0.0, ge=0, description="the challenger's F1 must exceed the champion's by more than this")
     scheme: Literal["default", "strict"] = Field("default", description="seqeval mode for the comparison")
-    bootstrap: Bootstrap = Field(default_factory=Bootstrap)
+    bootstrap: Bootstrap = Field(default_factory=Bootstrap, description="paired bootstrap over test sentences")
 
     @field_validator("type_min_f1")
     @classmethod
@@ -335,14 +335,16 @@ class PackageParams(Section):
 
 
 class Params(Section):
-    data: DataParams = Field(default_factory=DataParams)
-    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
-    preprocess: PreprocessParams = Field(default_factory=PreprocessParams)
-    train: TrainParams = Field(default_factory=TrainParams)
-    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
-    registry: RegistryParams = Field(default_factory=RegistryParams)
-    gate: GateParams = Field(default_factory=GateParams)
-    package: PackageParams = Field(default_factory=PackageParams)
+    """params.yaml: one section per step."""
+
+    data: DataParams = Field(default_factory=DataParams, description=DataParams.__doc__)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate", description=ValidateParams.__doc__)
+    preprocess: PreprocessParams = Field(default_factory=PreprocessParams, description=PreprocessParams.__doc__)
+    train: TrainParams = Field(default_factory=TrainParams, description=TrainParams.__doc__)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams, description=EvaluateParams.__doc__)
+    registry: RegistryParams = Field(default_factory=RegistryParams, description=RegistryParams.__doc__)
+    gate: GateParams = Field(default_factory=GateParams, description=GateParams.__doc__)
+    package: PackageParams = Field(default_factory=PackageParams, description=PackageParams.__doc__)
 
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True, populate_by_name=True)
 

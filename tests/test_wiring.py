@@ -1,0 +1,134 @@
+"""One typed configuration and wiring derived from the code: params.yaml, the library defaults,
+the JSON Schema, the CLI and dvc.yaml agree with each other."""
+
+import json
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli, write_params
+
+
+def _keys(tree, prefix=""):
+    out = set()
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else key
+        out.add(path)
+        if isinstance(value, dict) and not path.endswith("type_min_f1"):
+            out |= _keys(value, path)
+    return out
+
+
+def test_params_yaml_spells_out_every_key_with_its_default():
+    from nerflow.config import Params
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    defaults = Params().to_dict()
+    assert _keys(raw) == _keys(defaults)  # no key left to a default, none unknown
+    assert Params.model_validate(raw).to_dict() == defaults
+
+
+def test_library_defaults_are_the_pipeline_params():
+    """Calling a step from Python with no params trains and gates exactly as params.yaml does."""
+    from nerflow.config import SECTIONS, load_params, section
+
+    params = load_params(ROOT / "params.yaml")
+    for name, cls in SECTIONS.items():
+        assert section(cls, {}) == params.section(name), name
+        assert section(cls, None) == section(cls, params.section(name).to_dict())
+    assert params.train.epochs == 4 and params.train.learning_rate == 1e-4 and params.train.warmup_steps == 100
+    assert params.gate.max_type_regression == 0.02 and params.gate.bootstrap.seed == 13
+
+
+def test_every_key_has_a_type_and_a_description_in_the_schema():
+    r = run_cli(["params", "--schema"], ROOT / "params.yaml", check=True)
+    schema = json.loads(r.stdout)
+    defs = schema["$defs"]
+    missing = []
+
+    def walk(props, where):
+        for key, prop in props.items():
+            target = defs[prop["$ref"].rsplit("/", 1)[1]] if "$ref" in prop else prop
+            if not (prop.get("description") or target.get("description")):
+                missing.append(f"{where}.{key}")
+            if "$ref" in prop:
+                walk(target.get("properties", {}), f"{where}.{key}")
+
+    walk(schema["properties"], "params")
+    assert not missing
+    import jsonschema
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    jsonschema.validate(raw, schema)
+    raw["data"]["tag_colum"] = 1
+    with pytest.raises(jsonschema.ValidationError, match="tag_colum"):
+        jsonschema.validate(raw, schema)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["data"].update(tag_colum=1), "data.tag_colum: unknown key; did you mean data.tag_column?"),
+    (lambda p: p["validate"]["checks"].update(leakge={"severity": "error"}),
+     "validate.checks.leakge: unknown key; did you mean validate.checks.leakage?"),
+    (lambda p: p["data"].update(encoding="latin-9x"), "data.encoding: unknown text encoding 'latin-9x'"),
+    (lambda p: p["train"].update(epochs=-1), "train.epochs: Input should be greater than 0 (given -1)"),
+    (lambda p: p["train"].update(learning_rate="fast"), "train.learning_rate: Input should be a valid number"),
+    (lambda p: p["gate"]["bootstrap"].update(confidence=2), "gate.bootstrap.confidence: Input should be less than 1"),
+    (lambda p: p["gate"].update(min_delta=-0.1), "gate.min_delta: Input should be greater than or equal to 0"),
+    (lambda p: p["validate"]["checks"]["leakage"].update(severity="warn"),
+     "validate.checks.leakage.severity: Input should be 'error', 'warning' or 'off'"),
+    (lambda p: p.update(trian={}), "trian: unknown key; did you mean train?"),
+])
+def test_bad_params_are_refused_naming_file_line_and_key(params, tmp_path, edit, message):
+    edit(params)
+    pfile = write_params(params, tmp_path / "params.yaml")
+    r = run_cli(["data", "--out", str(tmp_path / "dataset")], pfile)
+    assert r.returncode == 2
+    assert message in r.stderr
+    lines, line = pfile.read_text().splitlines(), 0
+    for key in message.split(":")[0].split("."):  # the offending key's line: each part below the last
+        line = next(i for i in range(line, len(lines)) if lines[i].strip().startswith(f"{key}:")) + 1
+    assert f"{pfile}:{line}: " in r.stderr
+    assert not (tmp_path / "dataset").exists()
+
+
+def test_params_option_goes_before_or_after_the_subcommand(params, tmp_path):
+    params["train"]["epochs"] = 7
+    del params["train"]["weight_decay"]
+    pfile = write_params(params, tmp_path / "p.yaml")
+    before = run_cli(["params"], pfile, check=True).stdout
+    after = run_cli(["params", "--params", str(pfile)], ROOT / "params.yaml", check=True).stdout
+    assert before == after and "epochs: 7" in after
+    assert yaml.safe_load(after)["train"]["weight_decay"] == 0.01  # a key left out takes its one default
+
+
+def test_dvc_yaml_is_derived_from_the_code():
+    from nerflow import wiring
+
+    assert wiring.main(["--check"]) == 0, "dvc.yaml is stale: run `python -m nerflow.wiring`"
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    # the code each stage runs, found through imports at any depth (function-level ones too)
+    assert {"src/nerflow/align.py", "src/nerflow/device.py", "src/nerflow/predict.py",
+            "src/nerflow/metrics.py"} <= set(stages["evaluate"]["deps"])
+    assert {"src/nerflow/predict.py", "src/nerflow/metrics.py", "src/nerflow/registry.py"} <= set(stages["gate"]["deps"])
+    assert "src/nerflow/readers.py" in stages["data"]["deps"] and "src/nerflow/train.py" not in stages["data"]["deps"]
+    # param keys: a KFP-only or cosmetic key re-runs nothing
+    train = set(stages["train"]["params"])
+    assert {"train.learning_rate", "train.epochs", "train.model"} <= train
+    assert not train & {"train.resources", "train.progress", "train.logging_steps"}
+    assert set(stages["gate"]["params"]) >= {"gate.min_f1", "registry.model_name"}
+    assert set(stages["package"]["deps"]) >= {"serving/service.py", "serving/bentofile.yaml", "serving/static"}
+
+
+def test_derived_deps_follow_a_new_import(tmp_path, monkeypatch):
+    """A function-level import added to a step module lands in that stage's deps."""
+    import shutil
+
+    from nerflow import wiring
+
+    pkg = tmp_path / "src" / "nerflow"
+    shutil.copytree(wiring.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(wiring, "PACKAGE_DIR", pkg)
+    assert "src/nerflow/summary.py" not in wiring.code_deps("gate", tmp_path)
+    gate_py = pkg / "gate.py"
+    gate_py.write_text(gate_py.read_text() + "\n\ndef _later():\n    from nerflow.summary import summary\n")
+    assert "src/nerflow/summary.py" in wiring.code_deps("gate", tmp_path)
