@@ -32,7 +32,7 @@ def test_tab_separated_crlf_and_bom_read_the_same_as_spaces(tmp_path):
 
 def test_tag_column_is_configurable(tmp_path):
     p = write(tmp_path, "Paris B-LOC NNP\n")
-    assert read_conll(p, tag_column=1)[0].tags == ["B-LOC"]
+    assert read_conll(p, {"tag_column": 1})[0].tags == ["B-LOC"]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA
-from nerflow.data import prepare_data, read_corpus, split_by_ratio
+from nerflow import NerflowError
+from nerflow.data import prepare_data, read_corpus, sentences, split_by_ratio
 from nerflow.readers import read_conll, read_klue, to_iob2
 from nerflow.validate import validate_dataset
 
@@ -50,7 +51,8 @@ def assert_same_dataset_in_every_format(reference_params: dict, tmp_path: Path, 
     and every one of them passes validation."""
     reference = prepare_data(reference_params, tmp_path / "reference")
     assert validate_dataset({}, tmp_path / "reference", tmp_path / "report-reference")["errors"] == 0
-    splits, _, _ = read_corpus(reference_params)
+    tables, _, _ = read_corpus(reference_params)
+    splits = {split: list(sentences(table)) for split, table in tables.items()}
     for fmt, params in resave(splits, tmp_path / "resaved", level).items():
         manifest = prepare_data(params, tmp_path / f"out-{fmt}")
         assert manifest["content_hash"] == reference["content_hash"], fmt
@@ -65,14 +67,13 @@ def test_conll_hf_jsonl_parquet_give_identical_datasets(conll_dir, tmp_path):
 
 
 def test_seeded_ratio_split_is_repeatable_and_complete(conll_dir):
-    sentences = read_conll(conll_dir / "train.txt")
-    a = split_by_ratio(sentences, {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=7)
-    b = split_by_ratio(sentences, {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=7)
-    c = split_by_ratio(sentences, {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=8)
+    n = len(read_conll(conll_dir / "train.txt"))
+    a = split_by_ratio(n, {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=7)
+    b = split_by_ratio(n, {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=7)
+    c = split_by_ratio(n, {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=8)
     assert [len(a[s]) for s in SPLIT_FILES] == [192, 24, 24]
-    assert all([x.line for x in a[s]] == [x.line for x in b[s]] for s in SPLIT_FILES)
-    assert [x.line for x in a["test"]] != [x.line for x in c["test"]]
-    assert sorted(x.line for s in SPLIT_FILES for x in a[s]) == [x.line for x in sentences]
+    assert a == b and a["test"] != c["test"]
+    assert sorted(i for s in SPLIT_FILES for i in a[s]) == list(range(n))
 
 
 @pytest.mark.parametrize("scheme, tags, expected", [
@@ -86,8 +87,8 @@ def test_scheme_conversion_to_iob2(scheme, tags, expected):
 
 def test_iob1_file_is_refused_unless_declared(tmp_path):
     text = "John NNP I-PER\nlives VBZ O\nin IN O\nNew NNP I-LOC\nYork NNP I-LOC\n"
-    for split in SPLIT_FILES:
-        (tmp_path / f"{split}.txt").write_text(text)
+    for split in SPLIT_FILES:  # one sentence per split, not the same in two (that would be leakage)
+        (tmp_path / f"{split}.txt").write_text(text + f"{split} NN O\n")
     params = {s: str(tmp_path / f"{s}.txt") for s in SPLIT_FILES}
     prepare_data(params, tmp_path / "ds")
     summary = validate_dataset({"fail_on_error": False}, tmp_path / "ds", tmp_path / "r")
@@ -131,6 +132,28 @@ def test_klue_ner_characters_counts_and_validation(tmp_path):
     manifest = assert_same_dataset_in_every_format({"path": str(path), "split_seed": 0}, tmp_path, level="char")
     assert manifest["level"] == "char" and sum(v["sentences"] for v in manifest["splits"].values()) == 5000
     assert len(manifest["labels"]) == 13
+
+
+CONLL2002 = {"train": "esp.train", "validation": "esp.testa", "test": "esp.testb"}
+
+
+@needs_shared
+def test_conll2002_spanish_official_counts_and_latin1_copy(tmp_path):
+    """UTF-8 bytes, IOB2 tags (B- starts, I- continues; one sentence per file starts inside an
+    entity, a sentence cut at a period): the defaults read it; the counts are the official ones."""
+    source = SHARED_DATA / "conll2002-es"
+    params = {**{s: str(source / f) for s, f in CONLL2002.items()}, "scheme": "iob2", "encoding": "utf-8"}
+    manifest = prepare_data(params, tmp_path / "utf8")
+    assert manifest["splits"] == {"train": {"sentences": 8323, "tokens": 264715, "entities": 18798},
+                                  "validation": {"sentences": 1915, "tokens": 52923, "entities": 4352},
+                                  "test": {"sentences": 1517, "tokens": 51533, "entities": 3559}}
+    assert manifest["labels"] == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    for split, name in CONLL2002.items():  # the same corpus re-encoded in latin-1
+        (tmp_path / name).write_bytes((source / name).read_text(encoding="utf-8").encode("latin-1"))
+    latin1 = {**{s: str(tmp_path / f) for s, f in CONLL2002.items()}, "scheme": "iob2", "encoding": "latin-1"}
+    assert prepare_data(latin1, tmp_path / "latin1")["content_hash"] == manifest["content_hash"]
+    with pytest.raises(NerflowError, match=r"esp\.train:\d+: not UTF-8 .*data\.encoding"):
+        prepare_data({**latin1, "encoding": "utf-8"}, tmp_path / "wrong")
 
 
 def test_full_report_on_the_default_corpus_slice(conll_dir, tiny_model, tmp_path):

@@ -1,11 +1,16 @@
 """Write outputs to a temporary sibling and rename into place: a failed step leaves the
-previous output untouched and never a half-written one."""
+previous output untouched and never a half-written one.
+
+The temporary's name holds the writer's pid (``.NAME.tmp-PID-XXXX``): a process killed while
+writing leaves its temporary behind, and the next write of the same target removes it, and
+only the leftovers of processes that no longer run (a concurrent writer's are kept)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,9 +20,8 @@ from typing import Any, Iterator
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it replaces ``target``."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    target = _prepare(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; outputs are ordinary folders
     try:
         yield tmp
@@ -36,9 +40,8 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling of ``target`` for writing; on success rename it over ``target``."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    target = _prepare(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
@@ -48,6 +51,29 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _prepare(target: str | Path) -> Path:
+    """Make the target's folder; remove what killed writers of the target left: temporaries
+    (``.NAME.tmp-PID-...``) and set-aside previous outputs (``.NAME.old-PID``)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    leftover = re.compile(rf"\.{re.escape(target.name)}\.(?:tmp-(\d+)-.*|old-(\d+))")
+    for path in target.parent.iterdir():
+        match = leftover.fullmatch(path.name)
+        if match and not _running(int(match.group(1) or match.group(2))):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+    return target
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # it does, as another user's
+        pass
+    return True
 
 
 def _umask() -> int:

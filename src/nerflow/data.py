@@ -14,21 +14,30 @@ raw corpus is versioned (and pushed) with the DVC outputs.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from nerflow import NerflowError
 from nerflow.atomic import atomic_dir, write_json
+from nerflow.config import DataParams, SplitRatios, section
 from nerflow.params import resolve_path
-from nerflow.readers import SCHEMES, Sentence, detect_format, read_conll, read_hf_dataset, read_split, to_iob2
+from nerflow.readers import Sentence, detect_format, iter_split, read_conll, read_hf_dataset
 
-__all__ = ["Sentence", "read_conll", "prepare_data", "load_dataset_dir", "read_manifest", "SPLITS"]
+__all__ = ["Sentence", "read_conll", "read_corpus", "prepare_data", "load_dataset_dir", "read_manifest", "SPLITS"]
 
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
+BATCH = 20_000  # sentences per Arrow record batch: Python objects exist for one batch at a time
+# a corpus read into memory: IOB2 tag strings, one row per sentence
+TABLE = pa.schema([("tokens", pa.list_(pa.string())), ("tags", pa.list_(pa.string())),
+                   ("source_line", pa.int32()), ("id", pa.string())])
 
 
 def label_list(tags: set[str]) -> list[str]:
@@ -58,90 +67,100 @@ def count_entities(tags: list[str]) -> int:
     return len(entity_types(tags))
 
 
-def content_hash(splits: dict[str, list[Sentence]]) -> str:
+def content_hash(splits: dict[str, Iterable[Sentence]]) -> str:
     """sha256 of the canonical content (tokens and tags), independent of file layout."""
     digest = hashlib.sha256()
     for split in SPLITS:
         digest.update(f"#{split}\n".encode())
-        for s in splits.get(split, []):
+        for s in splits.get(split, ()):
             digest.update(json.dumps([s.tokens, s.tags], ensure_ascii=False).encode())
             digest.update(b"\n")
     return digest.hexdigest()
 
 
-def split_by_ratio(sentences: list[Sentence], ratios: dict[str, float], seed: int) -> dict[str, list[Sentence]]:
-    """Shuffle with ``seed`` and cut into train/validation/test by ``ratios``."""
-    total = sum(float(ratios.get(s, 0)) for s in SPLITS)
-    if total <= 0 or any(float(ratios.get(s, 0)) < 0 for s in SPLITS):
-        raise NerflowError(f"data.split_ratios {ratios}: expected non-negative train/validation/test shares")
-    order = list(range(len(sentences)))
+def split_by_ratio(n: int, ratios: SplitRatios | dict[str, float], seed: int) -> dict[str, list[int]]:
+    """Shuffle the indices 0..n-1 with ``seed`` and cut them into train/validation/test by
+    ``ratios``: {split: sorted indices}."""
+    ratios = section(SplitRatios, ratios, "data.split_ratios")
+    total = ratios.train + ratios.validation + ratios.test
+    order = list(range(n))
     random.Random(seed).shuffle(order)
-    n = len(order)
-    n_train = round(n * float(ratios.get("train", 0)) / total)
-    n_dev = round(n * float(ratios.get("validation", 0)) / total)
+    n_train = round(n * ratios.train / total)
+    n_dev = round(n * ratios.validation / total)
     cuts = {"train": order[:n_train], "validation": order[n_train : n_train + n_dev], "test": order[n_train + n_dev :]}
-    return {split: [sentences[i] for i in sorted(idx)] for split, idx in cuts.items()}
+    return {split: sorted(idx) for split, idx in cuts.items()}
 
 
-def read_corpus(params: dict[str, Any]) -> tuple[dict[str, list[Sentence]], dict[str, str], list[Path]]:
-    """The splits named by the `data` params: {split: sentences}, {split: source}, source paths.
-    ``Sentence.line`` is a line number for text formats and a record number for the others."""
-    fmt = params.get("format", "auto") or "auto"
-    splits: dict[str, list[Sentence]] = {}
-    sources: dict[str, str] = {}
-    paths: list[Path] = []
-    if params.get("path"):
-        path = resolve_path(params["path"])
-        paths.append(path)
-        if (fmt == "auto" and detect_format(path) == "hf") or fmt == "hf":
-            parts = read_hf_dataset(path, params.get("label_names"))
+def to_table(sentences: Iterable[Sentence]) -> pa.Table:
+    """Sentences into an Arrow table (columns of ``TABLE``), a record batch at a time."""
+    it, batches = iter(sentences), []
+    while chunk := list(itertools.islice(it, BATCH)):
+        columns = [[s.tokens for s in chunk], [s.tags for s in chunk], [s.line for s in chunk], [s.id for s in chunk]]
+        batches.append(pa.record_batch(columns, schema=TABLE))
+    return pa.Table.from_batches(batches, schema=TABLE)
+
+
+def sentences(table: pa.Table) -> Iterator[Sentence]:
+    """The rows of a ``to_table`` table as sentences, a batch at a time."""
+    for batch in table.to_batches(max_chunksize=BATCH):
+        yield from map(Sentence, *(batch.column(name).to_pylist() for name in TABLE.names))
+
+
+def read_corpus(params: DataParams | dict[str, Any]) -> tuple[dict[str, pa.Table], dict[str, str], list[Path]]:
+    """The splits named by the `data` params: {split: table of IOB2 sentences (see ``TABLE``)},
+    {split: source}, source paths. ``source_line`` is a line number for text formats and a
+    record number for the others."""
+    p = section(DataParams, params)
+    if p.path:
+        path = resolve_path(p.path)
+        paths = [path]
+        if p.format == "hf" or (p.format == "auto" and detect_format(path) == "hf"):
+            parts = {name: to_table(part) for name, part in read_hf_dataset(path, p).items()}
         else:
-            parts = {"all": read_split(path, fmt, params)}
+            parts = {"all": to_table(iter_split(path, p.format, p))}
         if set(SPLITS) <= set(parts):
-            splits = {s: parts[s] for s in SPLITS}
+            tables = {s: parts[s] for s in SPLITS}
         else:
-            pooled = [s for part in parts.values() for s in part]
-            splits = split_by_ratio(pooled, params.get("split_ratios") or {"train": 0.8, "validation": 0.1, "test": 0.1},
-                                    int(params.get("split_seed", 42)))
-        sources = {s: f"{params['path']}" + ("" if s in parts else f" (seeded split, seed {params.get('split_seed', 42)})")
-                   for s in SPLITS}
+            pooled = pa.concat_tables(parts.values())
+            tables = {s: pooled.take(idx) for s, idx in split_by_ratio(pooled.num_rows, p.split_ratios, p.split_seed).items()}
+        sources = {s: p.path + ("" if s in parts else f" (seeded split, seed {p.split_seed})") for s in SPLITS}
     else:
-        for split in SPLITS:
-            spec = params.get(split)
-            if not spec:
-                raise NerflowError(f"params data.{split}: no file given (or set data.path)")
-            path = resolve_path(spec)
-            paths.append(path)
-            splits[split] = read_split(path, fmt, params)
-            sources[split] = str(path)
-    scheme = (params.get("scheme") or "iob2").lower()
-    if scheme not in SCHEMES:
-        raise NerflowError(f"data.scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
-    limit = params.get("max_sentences")
-    for split, sentences in splits.items():
-        if limit:
-            sentences = sentences[: int(limit)]
-        if scheme != "iob2":
-            sentences = [Sentence(s.tokens, to_iob2(s.tags, scheme), s.line, s.id) for s in sentences]
-        splits[split] = sentences
-        if not sentences:
+        paths = [resolve_path(getattr(p, split)) for split in SPLITS]
+        tables = {split: to_table(iter_split(path, p.format, p)) for split, path in zip(SPLITS, paths)}
+        sources = {split: str(path) for split, path in zip(SPLITS, paths)}
+    for split, table in tables.items():
+        if p.max_sentences:
+            tables[split] = table = table.slice(0, p.max_sentences)
+        if not table.num_rows:
             raise NerflowError(f"{sources[split]}: split {split} is empty")
-    return splits, sources, paths
+    return tables, sources, paths
 
 
-def prepare_data(params: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+def _entities(table: pa.Table) -> int:
+    return sum(count_entities(tags) for batch in table.select(["tags"]).to_batches(max_chunksize=BATCH)
+               for tags in batch.column(0).to_pylist())
+
+
+def _canonical(table: pa.Table, labels: list[str], features) -> pa.Table:
+    """The canonical columns: ``ner_tags`` as ClassLabel ids in place of the tag strings."""
+    value_set = pa.array(labels, pa.string())
+    ids = [pa.ListArray.from_arrays(pc.subtract(c.offsets, c.offsets[0]),
+                                    pc.index_in(c.flatten(), value_set=value_set).cast(pa.int64()))
+           for c in table["tags"].chunks]
+    return pa.table([table["tokens"], pa.chunked_array(ids, pa.list_(pa.int64())), table["source_line"], table["id"]],
+                    schema=features.arrow_schema)
+
+
+def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     """Read the corpus named in ``params`` (the `data` section) into the canonical dataset."""
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value, disable_progress_bars
+    from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Sequence, Value, disable_progress_bars
 
     disable_progress_bars()
-    splits, sources, paths = read_corpus(params)
-    fmt = params.get("format", "auto") or "auto"
-    level = params.get("level") or "auto"
-    if level == "auto":
-        level = "char" if (fmt == "klue" or (fmt == "auto" and paths[0].is_file() and detect_format(paths[0]) == "klue")) else "word"
-    elif level not in ("word", "char"):
-        raise NerflowError(f"data.level {level!r}: expected auto, word or char")
-    labels = label_list({t for ss in splits.values() for s in ss for t in s.tags})
+    p = section(DataParams, params)
+    tables, sources, paths = read_corpus(p)
+    fmts = [detect_format(path) if p.format == "auto" else p.format for path in paths]
+    level = ("char" if fmts[0] == "klue" else "word") if p.level == "auto" else p.level
+    labels = label_list({tag for t in tables.values() for tag in pc.unique(pc.list_flatten(t["tags"])).to_pylist()})
     features = Features(
         {
             "tokens": Sequence(Value("string")),
@@ -150,40 +169,28 @@ def prepare_data(params: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
             "id": Value("string"),
         }
     )
-    index = {label: i for i, label in enumerate(labels)}
-    dataset = DatasetDict(
-        {
-            split: Dataset.from_dict(
-                {
-                    "tokens": [s.tokens for s in ss],
-                    "ner_tags": [[index[t] for t in s.tags] for s in ss],
-                    "source_line": [s.line for s in ss],
-                    "id": [s.id for s in ss],
-                },
-                features=features,
-            )
-            for split, ss in splits.items()
-        }
-    )
-    fmts = [fmt if fmt != "auto" else detect_format(p) for p in paths]
+    version = content_hash({split: sentences(t) for split, t in tables.items()})
+    dataset = DatasetDict({split: Dataset(_canonical(t, labels, features), info=DatasetInfo(features=features),
+                                          fingerprint=f"{version[:16]}-{split}")
+                           for split, t in tables.items()})
     split_fmts = dict(zip(SPLITS, fmts if len(fmts) == len(SPLITS) else fmts * len(SPLITS)))
     # how source_line reads: a token per line (CoNLL, KLUE), a record per line (JSONL), records
     kinds = {"conll": "token_lines", "klue": "token_lines", "jsonl": "record_lines"}
     manifest = {
-        "content_hash": content_hash(splits),
+        "content_hash": version,
         "level": level,
         "formats": split_fmts,
-        "source_units": {split: kinds.get(split_fmts[split], "records") for split in splits},
+        "source_units": {split: kinds.get(split_fmts[split], "records") for split in tables},
         "labels": labels,
         "sources": sources,
-        "scheme_read": (params.get("scheme") or "iob2").lower(),
+        "scheme_read": p.scheme,
         "splits": {
             split: {
-                "sentences": len(ss),
-                "tokens": sum(len(s.tokens) for s in ss),
-                "entities": sum(count_entities(s.tags) for s in ss),
+                "sentences": t.num_rows,
+                "tokens": pc.sum(pc.list_value_length(t["tokens"])).as_py(),
+                "entities": _entities(t),
             }
-            for split, ss in splits.items()
+            for split, t in tables.items()
         },
     }
     with atomic_dir(out_dir) as tmp:

@@ -1,25 +1,39 @@
-"""Readers for the corpus formats nerflow accepts, all into one list of ``Sentence``.
+"""Readers for the corpus formats nerflow accepts, each a stream of ``Sentence``.
 
-- CoNLL column files (CoNLL-2003, WNUT-17, ...): token first, tag in a chosen column.
+- CoNLL column files (CoNLL-2003, WNUT-17, GermEval 2014, ...): token and tag in chosen columns,
+  optional comment lines.
 - KLUE-NER character-level TSV: ``char<TAB>tag``, spaces are tokens, ``##`` comment lines,
   the sentence id in the last comment before each sentence.
 - Records with ``tokens`` + ``ner_tags`` (integer class ids with a label list, or tag strings):
   JSON Lines, Parquet, and Hugging Face datasets saved to disk (WikiANN / PAN-X / WNUT layouts).
+
+How a file is read is a ``config.ReaderOptions`` (a ``DataParams`` or an evaluate test set is
+one); the defaults live there. Text files are decoded in ``options.encoding`` (a byte-order mark
+wins) and lines end only at ``\\n``, ``\\r\\n`` and ``\\r``. ``iter_split`` and ``read_split`` give
+IOB2 tags whatever ``options.scheme`` the source uses.
 
 Every reader raises NerflowError naming the file, the line (or record) and the problem.
 """
 
 from __future__ import annotations
 
+import codecs
+import errno
+import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from nerflow import NerflowError
+from nerflow.config import ReaderOptions, section
 
 FORMATS = ("auto", "conll", "klue", "jsonl", "parquet", "hf")
 SCHEMES = ("iob2", "iob1", "bioes", "bilou")
+TOKEN_LINES = ("conll", "klue")  # formats with one token per line: token i of a sentence is on line + i
+SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
+Options = ReaderOptions | dict[str, Any] | None
 
 
 @dataclass
@@ -30,82 +44,155 @@ class Sentence:
     id: str = ""  # the corpus' own sentence id, where it has one (KLUE)
 
 
-def _read_text(path: Path) -> str:
+# ----------------------------------------------------------------------------- text
+
+
+def _open(path: Path):
     try:
-        raw = path.read_bytes()
+        return open(path, "rb")
     except IsADirectoryError:
         raise NerflowError(f"{path}: is a directory, expected a file") from None
     except FileNotFoundError:
         raise NerflowError(f"{path}: no such file") from None
     except OSError as exc:
-        raise NerflowError(f"{path}: cannot read: {exc.strerror}") from None
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        line = raw[:nul].count(b"\n") + 1
-        raise NerflowError(f"{path}:{line}: NUL byte (binary file?)")
+        problem = "symlink loop (a link that leads back to itself)" if exc.errno == errno.ELOOP else exc.strerror
+        raise NerflowError(f"{path}: cannot read: {problem}") from None
+
+
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _encoding(path: Path, head: bytes, encoding: str) -> str:
+    """The codec to read with: the byte-order mark's, else ``encoding`` (UTF-8 with or without
+    a BOM); a UTF-16 file without a BOM is refused rather than read as NUL-riddled text."""
+    bom = next((name for mark, name in BOMS if head.startswith(mark)), None)
+    if bom:
+        return bom
+    even, odd = head[0::2], head[1::2]
+    if not encoding.startswith(("utf-16", "utf-32")) and len(odd) >= 2:
+        nul_even, nul_odd = even.count(0) / len(even), odd.count(0) / len(odd)
+        if max(nul_even, nul_odd) > 0.3 and min(nul_even, nul_odd) < 0.05:
+            order = "le" if nul_odd > nul_even else "be"
+            raise NerflowError(f"{path}:1: looks like UTF-16 without a byte-order mark (a NUL byte every other byte): "
+                               f"set data.encoding: utf-16-{order}, or convert the file to UTF-8")
+    return "utf-8-sig" if encoding == "utf-8" else encoding
+
+
+def _decode_error(path: Path, encoding: str) -> NerflowError:
+    """The first NUL byte or undecodable byte of the file, by line (the slow path, on error only)."""
+    raw = path.read_bytes()
     try:
-        return raw.decode("utf-8-sig")
+        raw.decode(encoding)
+        bad = len(raw)
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise NerflowError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+        bad = exc.start
+    nul = -1 if encoding.startswith(("utf-16", "utf-32")) else raw.find(b"\x00", 0, bad)
+    at = nul if nul >= 0 else bad
+    before = LINE_END.split(raw[:at].decode(encoding, errors="replace"))
+    where = f"{path}:{len(before)}"
+    if nul >= 0:
+        return NerflowError(f"{where}: NUL byte (binary file?)")
+    name = "UTF-8" if encoding.startswith("utf-8") else f"valid {encoding}"
+    return NerflowError(f"{where}: not {name} (byte 0x{raw[bad]:02x}, column {len(before[-1]) + 1}): "
+                        "set data.encoding to the file's encoding (e.g. latin-1, cp1252)")
 
 
-def read_conll(path: str | Path, tag_column: int = -1) -> list[Sentence]:
-    """CoNLL column file: token in the first column, tag in ``tag_column`` (-1 = last).
-
-    Tab or space separated; ``-DOCSTART-`` lines skipped; a blank line ends a sentence.
-    """
+def text_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its end) for each line of a text file. Lines end only
+    at \\n, \\r\\n and \\r (not at U+2028, form feed, ... as ``str.splitlines`` would)."""
     path = Path(path)
-    text = _read_text(path)
-    sentences: list[Sentence] = []
+    with _open(path) as fh:
+        encoding = _encoding(path, fh.read(4096), encoding)
+        fh.seek(0)
+        lineno = 0
+        try:
+            for lineno, line in enumerate(io.TextIOWrapper(fh, encoding=encoding, newline=""), start=1):
+                line = line.rstrip("\r\n")
+                if "\x00" in line:
+                    raise NerflowError(f"{path}:{lineno}: NUL byte (binary file?)")
+                yield lineno, line
+        except UnicodeDecodeError:
+            raise _decode_error(path, encoding) from None
+
+
+# ----------------------------------------------------------------------------- CoNLL
+
+# space separators (Unicode Zs) but the ASCII space: not column separators, yet look like one
+OTHER_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+
+
+def _conll(path: Path, opts: ReaderOptions) -> Iterator[Sentence]:
+    """CoNLL column file: tab separated, or separated by runs of ASCII spaces; ``-DOCSTART-``
+    lines and lines starting with ``comment_prefix`` skipped; a blank line ends a sentence (so
+    does a skipped line: the tokens of a sentence are on consecutive lines)."""
     tokens: list[str] = []
     tags: list[str] = []
-    first_line = 0
-    width = None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped:
+    first = 0
+    width = width_line = None
+    comment = opts.comment_prefix
+
+    def fail(lineno: int, problem: str, line: str) -> NerflowError:
+        hint = '; a comment? set data.comment_prefix: "#"' if comment is None and line.startswith("#") else ""
+        return NerflowError(f"{path}:{lineno}: {problem}{hint}")
+
+    for lineno, line in text_lines(path, opts.encoding):
+        stripped = line.strip(" \t")
+        if "\t" in stripped:
+            cols = [c.strip(" ") for c in stripped.split("\t")]
+        else:
+            cols = stripped.split(" ")
+            if "" in cols:
+                cols = [c for c in cols if c]
+            if not stripped.isascii() and (space := OTHER_SPACES.search(stripped)):
+                char = space.group()
+                token = next(c for c in cols if char in c)
+                raise NerflowError(f"{path}:{lineno}: token {token!r} holds U+{ord(char):04X} ({_char_name(char)}), "
+                                   "which does not separate columns (only ASCII spaces and tabs do): replace it")
+        if not stripped or cols[0] == "-DOCSTART-" or (comment is not None and line.startswith(comment)):
             if tokens:
-                sentences.append(Sentence(tokens, tags, first_line))
+                yield Sentence(tokens, tags, first)
                 tokens, tags = [], []
             continue
-        cols = stripped.split("\t") if "\t" in stripped else stripped.split()
-        if cols[0] == "-DOCSTART-":
-            continue
         if len(cols) < 2:
-            raise NerflowError(f"{path}:{lineno}: expected a token and a tag, found {stripped!r}")
+            raise fail(lineno, f"expected a token and a tag, found {stripped!r}", line)
         if width is None:
-            width = len(cols)
+            width, width_line = len(cols), (lineno, line)
+            for name, col in (("token", opts.token_column), ("tag", opts.tag_column)):
+                if not -width <= col < width:
+                    raise fail(lineno, f"no {name} column {col} in {width} columns", line)
         elif len(cols) != width:
-            raise NerflowError(f"{path}:{lineno}: {len(cols)} columns where earlier lines have {width}")
-        try:
-            tag = cols[tag_column].strip()
-        except IndexError:
-            raise NerflowError(f"{path}:{lineno}: no tag column {tag_column} in {len(cols)} columns") from None
+            if comment is None and width_line[1].startswith("#"):  # the columns were set by a comment line
+                raise fail(width_line[0], f"{width} columns where line {lineno} has {len(cols)}", width_line[1])
+            raise fail(lineno, f"{len(cols)} columns where earlier lines have {width}", line)
+        tag = cols[opts.tag_column]
         if not tag:
-            raise NerflowError(f"{path}:{lineno}: empty tag")
+            raise fail(lineno, "empty tag", line)
         if not tokens:
-            first_line = lineno
-        tokens.append(cols[0].strip())
+            first = lineno
+        tokens.append(cols[opts.token_column])
         tags.append(tag)
     if tokens:
-        sentences.append(Sentence(tokens, tags, first_line))
-    if not sentences:
-        raise NerflowError(f"{path}: no sentences (empty file, or only -DOCSTART- lines)")
-    return sentences
+        yield Sentence(tokens, tags, first)
 
 
-def read_klue(path: str | Path) -> list[Sentence]:
+def _char_name(char: str) -> str:
+    import unicodedata
+
+    return unicodedata.name(char, "unnamed")
+
+
+# ----------------------------------------------------------------------------- KLUE
+
+
+def _klue(path: Path, opts: ReaderOptions) -> Iterator[Sentence]:
     """KLUE-NER character-level TSV. Tokens are characters (spaces included, tagged O), so
     ``"".join(tokens)`` is the sentence text and character offsets are token indices."""
-    path = Path(path)
-    text = _read_text(path)
-    sentences: list[Sentence] = []
     chars: list[str] = []
     tags: list[str] = []
-    first_line, sentence_id = 0, ""
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
+    first, sentence_id = 0, ""
+    for lineno, line in text_lines(path, opts.encoding):
         if line.startswith("##"):
             if chars:
                 raise NerflowError(f"{path}:{lineno}: comment inside a sentence (missing blank line?)")
@@ -113,7 +200,7 @@ def read_klue(path: str | Path) -> list[Sentence]:
             continue
         if not line:
             if chars:
-                sentences.append(Sentence(chars, tags, first_line, sentence_id))
+                yield Sentence(chars, tags, first, sentence_id)
                 chars, tags, sentence_id = [], [], ""
             continue
         char, sep, tag = line.partition("\t")
@@ -124,86 +211,84 @@ def read_klue(path: str | Path) -> list[Sentence]:
         if not tag.strip():
             raise NerflowError(f"{path}:{lineno}: empty tag")
         if not chars:
-            first_line = lineno
+            first = lineno
         chars.append(char)
         tags.append(tag.strip())
     if chars:
-        sentences.append(Sentence(chars, tags, first_line, sentence_id))
-    if not sentences:
-        raise NerflowError(f"{path}: no sentences")
-    return sentences
+        yield Sentence(chars, tags, first, sentence_id)
 
 
-def _from_records(
-    where: str, records, label_names: Sequence[str] | None, first_record: int = 1
-) -> list[Sentence]:
-    """Sentences from dict-like records with ``tokens`` and ``ner_tags``."""
-    sentences = []
-    for n, rec in enumerate(records, start=first_record):
-        at = f"{where}: record {n}"
-        if not isinstance(rec, dict):
-            raise NerflowError(f"{at}: expected an object with tokens and ner_tags")
-        for key in ("tokens", "ner_tags"):
-            if key not in rec:
-                raise NerflowError(f"{at}: no {key!r} field")
-            if rec[key] is None:
-                raise NerflowError(f"{at}: {key!r} is null")
-        tokens, ids = list(rec["tokens"]), list(rec["ner_tags"])
-        if len(tokens) != len(ids):
-            raise NerflowError(f"{at}: {len(tokens)} tokens but {len(ids)} ner_tags")
-        if any(not isinstance(t, str) for t in tokens):
-            raise NerflowError(f"{at}: a token is not a string ({next(t for t in tokens if not isinstance(t, str))!r})")
-        tags = []
-        for i, tag in enumerate(ids):
-            if isinstance(tag, str):
-                tags.append(tag)
-            elif isinstance(tag, int) and not isinstance(tag, bool):
-                if label_names is None:
-                    raise NerflowError(f"{at}: integer ner_tags need a label list (params data.label_names)")
-                if not 0 <= tag < len(label_names):
-                    raise NerflowError(f"{at}: class id {tag} at token {i} outside the {len(label_names)} labels")
-                tags.append(label_names[tag])
-            else:
-                raise NerflowError(f"{at}: ner_tags[{i}] is {tag!r}, expected a class id or a tag")
-        sentences.append(Sentence(tokens, tags, n, str(rec.get("id", "") or "")))
-    if not sentences:
-        raise NerflowError(f"{where}: no records")
-    return sentences
+# --------------------------------------------------------------------------- records
 
 
-def read_jsonl(path: str | Path, label_names: Sequence[str] | None = None) -> list[Sentence]:
-    path = Path(path)
-    text = _read_text(path)
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+def _record(at: str, rec: Any, n: int, label_names: Sequence[str] | None) -> Sentence:
+    """A sentence from one dict-like record with ``tokens`` and ``ner_tags``."""
+    if not isinstance(rec, dict):
+        raise NerflowError(f"{at}: expected an object with tokens and ner_tags")
+    for key in ("tokens", "ner_tags"):
+        if key not in rec:
+            raise NerflowError(f"{at}: no {key!r} field")
+        if rec[key] is None:
+            raise NerflowError(f"{at}: {key!r} is null")
+    tokens, ids = list(rec["tokens"]), list(rec["ner_tags"])
+    if len(tokens) != len(ids):
+        raise NerflowError(f"{at}: {len(tokens)} tokens but {len(ids)} ner_tags")
+    if any(not isinstance(t, str) for t in tokens):
+        raise NerflowError(f"{at}: a token is not a string ({next(t for t in tokens if not isinstance(t, str))!r})")
+    tags = []
+    for i, tag in enumerate(ids):
+        if isinstance(tag, str):
+            tags.append(tag)
+        elif isinstance(tag, int) and not isinstance(tag, bool):
+            if label_names is None:
+                raise NerflowError(f"{at}: integer ner_tags need a label list (params data.label_names)")
+            if not 0 <= tag < len(label_names):
+                raise NerflowError(f"{at}: class id {tag} at token {i} outside the {len(label_names)} labels")
+            tags.append(label_names[tag])
+        else:
+            raise NerflowError(f"{at}: ner_tags[{i}] is {tag!r}, expected a class id or a tag")
+    return Sentence(tokens, tags, n, str(rec.get("id", "") or ""))
+
+
+def _records(where: str, records: Iterable[Any], label_names: Sequence[str] | None) -> Iterator[Sentence]:
+    for n, rec in enumerate(records, start=1):
+        yield _record(f"{where}: record {n}", rec, n, label_names)
+
+
+def _jsonl(path: Path, opts: ReaderOptions) -> Iterator[Sentence]:
+    """JSON Lines: one object per line; the record number is the line number."""
+    first = True
+    for lineno, line in text_lines(path, opts.encoding):
         if not line.strip():
             continue
         try:
-            records.append((lineno, json.loads(line)))
+            rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise NerflowError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-    sentences = []
-    for lineno, rec in records:  # JSON Lines: the record number is the line number
-        sentences += _from_records(str(path), [rec], label_names, first_record=lineno)
-    if not sentences:
-        raise NerflowError(f"{path}: no records")
-    return sentences
+            rec = exc
+        if first and line.lstrip().startswith("[") and (isinstance(rec, Exception) or all(isinstance(r, dict) for r in rec)):
+            raise NerflowError(f"{path}:{lineno}: a JSON array; JSON Lines needs one object per line "
+                               f"(convert with: jq -c '.[]' {path.name})")
+        if isinstance(rec, Exception):
+            raise NerflowError(f"{path}:{lineno}: not valid JSON ({rec.msg})")
+        first = False
+        yield _record(f"{path}: record {lineno}", rec, lineno, opts.label_names)
 
 
-def read_parquet(path: str | Path, label_names: Sequence[str] | None = None) -> list[Sentence]:
+def _parquet(path: Path, opts: ReaderOptions) -> Iterator[Sentence]:
     import pyarrow.parquet as pq
 
-    path = Path(path)
     try:
-        table = pq.read_table(path)
+        source = pq.ParquetFile(path)
     except FileNotFoundError:
         raise NerflowError(f"{path}: no such file") from None
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for non-Parquet input
         raise NerflowError(f"{path}: not a Parquet file ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in ("tokens", "ner_tags") if c not in table.column_names]
+    names = source.schema_arrow.names
+    missing = [c for c in ("tokens", "ner_tags") if c not in names]
     if missing:
-        raise NerflowError(f"{path}: no column(s) {', '.join(missing)} (has {', '.join(table.column_names)})")
-    return _from_records(str(path), table.to_pylist(), label_names)
+        raise NerflowError(f"{path}: no column(s) {', '.join(missing)} (has {', '.join(names)})")
+    rows = (row for batch in source.iter_batches(batch_size=10_000) for row in batch.to_pylist())
+    yield from _records(str(path), rows, opts.label_names)
 
 
 def _hf_label_names(dataset) -> list[str] | None:
@@ -212,13 +297,13 @@ def _hf_label_names(dataset) -> list[str] | None:
     return list(inner.names) if hasattr(inner, "names") else None
 
 
-def read_hf_dataset(path: str | Path, label_names: Sequence[str] | None = None) -> dict[str, list[Sentence]]:
-    """A Hugging Face ``Dataset`` or ``DatasetDict`` saved with ``save_to_disk``; returns
-    {split: sentences} ("dev" and "valid" are read as validation). Label names come from the
-    ClassLabel feature, else from ``label_names``."""
+def read_hf_dataset(path: str | Path, opts: Options = None) -> dict[str, Iterator[Sentence]]:
+    """A Hugging Face ``Dataset`` or ``DatasetDict`` saved with ``save_to_disk``: {split: IOB2
+    sentences} ("dev" and "valid" are read as validation). Label names come from the ClassLabel
+    feature, else from ``label_names``."""
     from datasets import Dataset, load_from_disk
 
-    path = Path(path)
+    path, opts = Path(path), section(ReaderOptions, opts)
     try:
         loaded = load_from_disk(str(path))
     except FileNotFoundError as exc:
@@ -229,12 +314,16 @@ def read_hf_dataset(path: str | Path, label_names: Sequence[str] | None = None) 
         missing = [c for c in ("tokens", "ner_tags") if c not in ds.column_names]
         if missing:
             raise NerflowError(f"{path}/{split}: no column(s) {', '.join(missing)}")
-        names = _hf_label_names(ds) or label_names
-        out[SPLIT_ALIASES.get(split, split)] = _from_records(f"{path}/{split}", iter(ds), names)
+        where = f"{path}/{split}"
+        sentences = _records(where, iter(ds), _hf_label_names(ds) or opts.label_names)
+        out[SPLIT_ALIASES.get(split, split)] = _in_iob2(_nonempty(sentences, where, "records"), "hf", where, opts.scheme)
     return out
 
 
-SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
+# ---------------------------------------------------------------------- any format
+
+READERS: dict[str, Callable[[Path, ReaderOptions], Iterator[Sentence]]] = {
+    "conll": _conll, "klue": _klue, "jsonl": _jsonl, "parquet": _parquet}
 
 
 def detect_format(path: Path) -> str:
@@ -247,34 +336,75 @@ def detect_format(path: Path) -> str:
         return "jsonl"
     if suffix in (".parquet", ".pq"):
         return "parquet"
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError as exc:
-        raise NerflowError(f"{path}: cannot read: {exc.strerror}") from None
-    if head.lstrip(b"\xef\xbb\xbf").startswith(b"##"):
-        return "klue"
-    return "conll"
+    with _open(path) as fh:
+        head = fh.read(4096)
+    return "klue" if head.lstrip(codecs.BOM_UTF8).startswith(b"##") else "conll"
 
 
-def read_split(path: Path, fmt: str, params: dict[str, Any]) -> list[Sentence]:
-    """One split from one file (any format but a multi-split HF DatasetDict)."""
+def iter_split(path: str | Path, fmt: str, opts: Options = None) -> Iterator[Sentence]:
+    """One split from one file (any format but a multi-split HF DatasetDict), as IOB2 sentences."""
+    path, opts = Path(path), section(ReaderOptions, opts)
     fmt = detect_format(path) if fmt == "auto" else fmt
-    names = params.get("label_names")
-    if fmt == "conll":
-        return read_conll(path, int(params.get("tag_column", -1)))
-    if fmt == "klue":
-        return read_klue(path)
-    if fmt == "jsonl":
-        return read_jsonl(path, names)
-    if fmt == "parquet":
-        return read_parquet(path, names)
     if fmt == "hf":
-        parts = read_hf_dataset(path, names)
+        parts = read_hf_dataset(path, opts)
         if len(parts) != 1:
             raise NerflowError(f"{path}: holds splits {', '.join(parts)}; name it as data.path instead")
         return next(iter(parts.values()))
-    raise NerflowError(f"data.format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt not in READERS:
+        raise NerflowError(f"data.format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    kind = "sentences (empty file, or only -DOCSTART- lines)" if fmt == "conll" else "sentences" if fmt == "klue" else "records"
+    return _in_iob2(_nonempty(READERS[fmt](path, opts), str(path), kind), fmt, str(path), opts.scheme)
+
+
+def read_split(path: str | Path, fmt: str, opts: Options = None) -> list[Sentence]:
+    return list(iter_split(path, fmt, opts))
+
+
+def _nonempty(sentences: Iterator[Sentence], where: str, kind: str) -> Iterator[Sentence]:
+    empty = True
+    for s in sentences:
+        empty = False
+        yield s
+    if empty:
+        raise NerflowError(f"{where}: no {kind}")
+
+
+def read_conll(path: str | Path, opts: Options = None) -> list[Sentence]:
+    """A CoNLL column file as written (tags in the file's own scheme)."""
+    path = Path(path)
+    return list(_nonempty(_conll(path, section(ReaderOptions, opts)), str(path), "sentences (empty file, or only -DOCSTART- lines)"))
+
+
+def read_klue(path: str | Path, opts: Options = None) -> list[Sentence]:
+    path = Path(path)
+    return list(_nonempty(_klue(path, section(ReaderOptions, opts)), str(path), "sentences"))
+
+
+def read_jsonl(path: str | Path, opts: Options = None) -> list[Sentence]:
+    path = Path(path)
+    return list(_nonempty(_jsonl(path, section(ReaderOptions, opts)), str(path), "records"))
+
+
+# --------------------------------------------------------------------------- schemes
+
+OTHER_SCHEME = {"S": "bioes", "E": "bioes", "L": "bilou", "U": "bilou"}  # prefixes IOB1/IOB2 do not have
+
+
+def _in_iob2(sentences: Iterable[Sentence], fmt: str, where: str, scheme: str) -> Iterator[Sentence]:
+    """The sentences with their tags converted from ``scheme`` to IOB2. A tag of BIOES/BILOU
+    in an IOB1/IOB2 source is refused, naming its line (or record) and the scheme to declare."""
+    seen: set[str] = set()
+    for s in sentences:
+        if not seen.issuperset(s.tags):  # check each distinct tag once
+            for i, tag in enumerate(s.tags):
+                prefix, _, etype = tag.partition("-")
+                if etype and prefix in OTHER_SCHEME and scheme in ("iob1", "iob2"):
+                    at = f"{where}:{s.line + i}" if fmt in TOKEN_LINES else f"{where}: record {s.line}, token {i}"
+                    raise NerflowError(f"{at}: tag {tag!r} is not {scheme.upper()}: set data.scheme: {OTHER_SCHEME[prefix]}")
+            seen.update(s.tags)
+        if scheme != "iob2":
+            s.tags = to_iob2(s.tags, scheme)
+        yield s
 
 
 def to_iob2(tags: Sequence[str], scheme: str) -> list[str]:
