@@ -89,7 +89,7 @@ def test_params(conll_dir: Path, tiny_model: Path, work: Path) -> dict:
     p["validate"].update(tokenizer=str(tiny_model), max_length=64)
     p["preprocess"].update(model=str(tiny_model), max_length=64, stride=16)
     p["train"].update(model=str(tiny_model), epochs=1, max_steps=8, batch_size=16, warmup_steps=0,
-                      learning_rate=5e-3, head_learning_rate=5e-3, progress=False, threads=1)
+                      learning_rate=5e-3, head_learning_rate=5e-3, progress=False, threads=1, logging_steps=2)
     p["gate"]["min_f1"] = 0.0
     p["registry"]["bentoml_home"] = str(work / "bentoml")
     p["package"]["build_bento"] = False  # a Bento build takes seconds; tests that need one turn it on

@@ -54,6 +54,32 @@ def test_dvc_repro_runs_every_stage_then_nothing(dvc_repo, params):
     third = sh(["dvc", "repro"], dvc_repo)
     assert "Running stage 'gate'" in third.stdout and "Running stage 'train'" not in third.stdout
     assert json.loads((dvc_repo / "reports/package.json").read_text())["packaged"] is False
+    # a KFP-only or cosmetic train key changes nothing DVC tracks
+    params["train"].update(resources={"cpu": "8", "memory": "32G", "gpus": 2, "accelerator": "nvidia.com/gpu"},
+                           progress=True, logging_steps=3)
+    write_params(params, dvc_repo / "params.yaml")
+    assert json.loads(sh(["dvc", "status", "--json"], dvc_repo).stdout) == {"data": ["always changed"]}
+
+
+def test_training_curves_are_dvc_plots_and_dvc_experiments_work(dvc_repo, params):
+    sh(["dvc", "repro", "train"], dvc_repo)
+    curves = dvc_repo / "reports/training/plots/metrics"
+    loss = (curves / "train/loss.tsv").read_text().splitlines()
+    assert loss[0].split("\t") == ["step", "loss"] and len(loss) >= 3  # every logging step of 8
+    assert (curves / "dev/f1.tsv").read_text().splitlines()[0].split("\t") == ["step", "f1"]
+    plots = json.loads(sh(["dvc", "plots", "show", "--json", "--split"], dvc_repo).stdout)
+    assert {"Training loss", "Dev F1 per epoch"} <= set(plots["data"])
+    assert all(e["name"] == "reports/evaluation/confusion.csv" for e in plots.get("errors") or [])  # not evaluated yet
+    # DVC users' habits: a params override as an experiment, listed with its metrics
+    sh(["git", "add", "-A"], dvc_repo)
+    sh(["git", "commit", "-qm", "baseline"], dvc_repo)
+    sh(["dvc", "exp", "run", "-n", "lr-high", "-S", "train.learning_rate=0.02", "-S", "gate.min_f1=1.01"], dvc_repo)
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], dvc_repo).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    (exp,) = [e for e in exps if e.get("name") == "lr-high"]
+    data = exp["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["learning_rate"] == 0.02
+    assert 0.0 <= data["metrics"]["reports/metrics.json"]["data"]["f1"] <= 1.0
 
 
 def test_retrain_does_nothing_on_unchanged_data_and_gates_a_new_data_version(dvc_repo, params, conll_dir):
@@ -123,24 +149,22 @@ def kfp_run(params, tmp_path, root, check=True):
     return r, sorted((p for p in root.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
 
 
-@pytest.mark.parametrize("min_f1, promoted", [(0.0, True), (1.01, False)])
-def test_kfp_local_run_gates_packaging(params, tmp_path, min_f1, promoted):
-    params["gate"]["min_f1"] = min_f1
-    r, (run_dir,) = kfp_run(params, tmp_path, tmp_path / "kfp")
-    assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is promoted
+def check_gated_run(run_dir, params, promoted: bool) -> str:
+    """The gate's decision in this run, the registry state it left, and package-op only if promoted."""
+    from nerflow.registry import Registry
+
     tasks = {p.name for p in run_dir.iterdir()}
-    assert {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"} <= tasks
     assert ("package-op" in tasks) is promoted
     decision = json.loads((run_dir / "gate-op" / "decision").read_text())
     assert decision["promote"] is promoted
-    from nerflow.registry import Registry
-
+    tag = decision["challenger"]["tag"]
     registry = Registry("nerflow-ner", params["registry"]["bentoml_home"])
-    assert registry.versions() == [decision["challenger"]["tag"]]  # registered either way
-    assert registry.production() == (decision["challenger"]["tag"] if promoted else None)
+    assert registry.versions() == [tag]  # registered either way, once
+    assert registry.production() == (tag if promoted else None)
     if promoted:
         record = json.loads((run_dir / "package-op" / "record").read_text())
-        assert record["packaged"] and record["model_tag"] == registry.production()
+        assert record["packaged"] and record["model_tag"] == tag
+    return tag
 
 
 def test_compiled_pipeline_has_one_task_per_step_and_the_gate_condition(tmp_path):
@@ -172,9 +196,10 @@ def test_validation_failure_stops_the_kfp_run_before_training(params, tmp_path, 
     assert results["success"] is False and (run_dir / "validate-op" / "report" / "report.html").exists()
 
 
-def test_kfp_cache_reruns_only_what_an_edit_affects(params, tmp_path, conll_dir):
-    """Each task takes only its params sections: a gate edit re-runs gate (never cached: it reads the
-    registry) and package; a KFP resource edit re-trains nothing; an edited corpus file is read again."""
+def test_kfp_local_runs_both_gate_branches_and_reruns_only_what_an_edit_affects(params, tmp_path, conll_dir):
+    """A refused run, then a promoted one. Each task takes only its params sections: a gate edit
+    re-runs gate (never cached: it reads the registry) and package; a KFP resource edit re-trains
+    nothing; an edited corpus file is read again."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for split in ("train", "validation", "test"):
@@ -182,14 +207,17 @@ def test_kfp_cache_reruns_only_what_an_edit_affects(params, tmp_path, conll_dir)
         params["data"][split] = str(corpus / f"{split}.txt")
     params["gate"].update(min_f1=1.01)
     root = tmp_path / "kfp"
-    _, runs = kfp_run(params, tmp_path, root)
+    r, runs = kfp_run(params, tmp_path, root)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is False
     everything = {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"}
     assert {p.name for p in runs[-1].iterdir()} == everything
+    tag = check_gated_run(runs[-1], params, promoted=False)
     params["gate"]["min_f1"] = 0.0
     params["train"]["resources"] = {"cpu": "4", "memory": "16G", "gpus": 1, "accelerator": "nvidia.com/gpu"}
     r, runs = kfp_run(params, tmp_path, root)
     assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is True
     assert {p.name for p in runs[-1].iterdir()} == {"gate-op", "package-op"}
+    assert check_gated_run(runs[-1], params, promoted=True) == tag
     with open(corpus / "test.txt", "a", encoding="utf-8") as fh:  # a new data version, same params
         fh.write("\nBerlin NNP B-NP B-LOC\n")
     _, runs = kfp_run(params, tmp_path, root)
