@@ -9,9 +9,8 @@ UV := $(BIN)/uv pip
 UVP := --python $(BIN)/python
 
 export PATH := $(BIN):$(PATH)
-export HF_HUB_OFFLINE := 1
+# DVC's own setting (the nerflow commands make theirs in nerflow.params.configure)
 export DVC_NO_ANALYTICS := 1
-export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install browser run test retrain pipeline kfp-run lock serve bench load clean
 install: $(VENV)/.installed

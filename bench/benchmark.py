@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -100,14 +98,14 @@ def main(argv=None) -> int:
 
     from nerflow.data import prepare_data
     from nerflow.evaluate import evaluate
-    from nerflow.params import load_params, resolve_path
+    from nerflow.params import configure, load_params, resolve_path
     from nerflow.preprocess import preprocess
     from nerflow.train import train
 
     params = load_params(args.params)
+    configure(params)
     work = Path(tempfile.mkdtemp(prefix="nerflow-bench-"))
-    data_params = dict(params["data"])
-    manifest = prepare_data(data_params, work / "dataset")
+    manifest = prepare_data(params.data, work / "dataset")
     if args.train_sentences:
         from datasets import load_from_disk
 
@@ -118,21 +116,21 @@ def main(argv=None) -> int:
         dataset_dir = work / "dataset-cut"
     else:
         dataset_dir = work / "dataset"
-    model_path = resolve_path(params["train"]["model"])
-    preprocess(params["preprocess"], dataset_dir, work / "features")
+    model_path = resolve_path(params.train.model)
+    preprocess(params.preprocess, dataset_dir, work / "features")
     n_train = len(__import__("datasets").load_from_disk(str(dataset_dir))["train"])
 
-    results: dict = {"epochs": args.epochs, "train_sentences": n_train, "model": str(params["train"]["model"]),
+    results: dict = {"epochs": args.epochs, "train_sentences": n_train, "model": params.train.model,
                      "data_version": manifest["content_hash"][:12]}
     print(f"reference recipe: {n_train} sentences x {args.epochs} epoch(s) ...", flush=True)
-    ref = reference_train(model_path, dataset_dir, work / "reference", args.epochs, int(params["train"].get("seed", 42)))
+    ref = reference_train(model_path, dataset_dir, work / "reference", args.epochs, params.train.seed)
     ref_eval = evaluate({}, work / "reference", dataset_dir, work / "ref-metrics.json", work / "ref-pred.jsonl")
     results["reference"] = {**ref, "test_f1": ref_eval["f1"]}
     print(f"  {ref['train_sentences_per_second']:.1f} sentences/s, test F1 {ref_eval['f1']:.4f}", flush=True)
 
     print("nerflow train step ...", flush=True)
-    ours = train({**params["train"], "epochs": args.epochs, "progress": False}, work / "features", work / "ours")
-    our_eval = evaluate(params["evaluate"], work / "ours", dataset_dir, work / "our-metrics.json", work / "our-pred.jsonl")
+    ours = train({**params.train.to_dict(), "epochs": args.epochs, "progress": False}, work / "features", work / "ours")
+    our_eval = evaluate(params.evaluate, work / "ours", dataset_dir, work / "our-metrics.json", work / "our-pred.jsonl")
     results["nerflow"] = {"train_seconds": ours["train_seconds"], "dev_eval_seconds": ours["dev_eval_seconds"],
                           "train_sentences_per_second": ours["train_sentences_per_second"], "test_f1": our_eval["f1"],
                           "precision": ours["precision"], "device": ours["device"]}

@@ -168,8 +168,9 @@ def main(argv=None) -> int:
     ap.add_argument("--texts-per-request", default="1,8", help="request sizes to test, comma-separated (default 1,8)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "load_results.json"))
     args = ap.parse_args(argv)
-    os.environ.setdefault("BENTOML_HOME", str(ROOT / ".bentoml"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from nerflow.params import configure, load_params
+
+    configure(load_params(ROOT / "params.yaml"))
     tag, model_dir = resolve_model(args)
     corpus = texts()
     logs = Path(tempfile.mkdtemp(prefix="nerflow-load-"))
