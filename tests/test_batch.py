@@ -309,3 +309,46 @@ def test_production_model_and_registry_tags(library_run, trained, tmp_path, conl
     assert len(outputs["folder"]) == 2 and outputs["folder"] == outputs["tag"] == outputs["production"]
     assert nerflow(["predict", src, "--model", "nerflow-ner:nosuch"], params) == 2
     assert "nerflow-ner:nosuch: no such model" in capsys.readouterr().err
+
+
+def test_character_level_model_tags_characters(trained, params, conll_dir, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "char-model"
+    shutil.copytree(trained["model"], model)
+    info = json.loads((model / "nerflow.json").read_text())
+    (model / "nerflow.json").write_text(json.dumps({**info, "level": "char"}))  # as a KLUE-trained model's
+    texts = [" ".join(s.tokens) for s in read_conll(conll_dir / "test.txt")[:20]] + ["", " 서울 CHINA  "]
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert nerflow(["predict", src, "--model", model], params) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["tokens"] for r in records] == [list(t) for t in texts]  # spaces included, as in KLUE
+    assert all(len(r["tags"]) == len(r["text"]) for r in records)
+    entities = [(r["text"], e) for r in records for e in r["entities"]]
+    assert entities and all(text[e["start"] : e["end"]] == e["text"] for text, e in entities)
+    assert nerflow(["predict", conll_dir / "test.txt", "--model", model], params) == 2  # words, not characters
+    assert f"{conll_dir / 'test.txt'}:3: the model tags characters" in capsys.readouterr().err
+
+
+def test_cli_predict_with_the_production_model_then_score(library_run, trained, conll_dir, tmp_path, capsys):
+    from conftest import run_cli, write_params
+    from nerflow.registry import Registry
+
+    p = json.loads(json.dumps(library_run["params"]))
+    p["registry"]["bentoml_home"] = str(tmp_path / "store")
+    pfile = write_params(p, tmp_path / "params.yaml")
+    registry = Registry("nerflow-ner", tmp_path / "store")
+    registry.promote(registry.register(trained["model"], {"metrics": {"f1": 0.5}, "data_hash": "x"}, {}), "test")
+    gold, out = conll_dir / "test.txt", tmp_path / "pred.conll"
+    r = run_cli(["predict", str(gold), "--output-format", "conll", "--out", str(out)], pfile)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr  # no progress bar: stderr is no TTY
+    capsys.readouterr()
+    assert nerflow(["score", gold, out, "--json"]) == 0  # (score through the CLI: same add_parsers/run)
+    assert json.loads(capsys.readouterr().out)["f1"] == pytest.approx(json.loads(trained["metrics"].read_text())["f1"], abs=1e-9)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "EU rejects German call"}\n{"txt": "oops"}\n')
+    r = run_cli(["predict", str(bad), "--out", str(tmp_path / "never.jsonl"), "--params", str(pfile)], pfile)
+    assert r.returncode == 2 and r.stderr == f'nerflow: error: {bad}:2: expected {{"text": "..."}} or {{"tokens": ["...", ...]}}\n'
+    assert not (tmp_path / "never.jsonl").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ def _positive(value: str) -> int:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("predict", help="tag a file (text lines, CoNLL or JSON Lines) with a stored model")
-    p.add_argument("input", help="the file to tag")
+    p.add_argument("input", metavar="INPUT", help="the file to tag")
     p.add_argument("--model", default="production",
                    help="a model folder, a registry tag (nerflow-ner:<version>) or production (default)")
     p.add_argument("--out", help="output file, written atomically (default: stdout)")
@@ -52,37 +53,34 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
 
     s = sub.add_parser("score", help="score predictions: GOLD PRED (two CoNLL files) or one `token ... gold pred` file")
-    s.add_argument("gold", help="CoNLL file with gold tags in the last column, or `token ... gold pred` when PRED is not given")
-    s.add_argument("pred", nargs="?", help="CoNLL file with predicted tags in the last column (same tokens, line by line)")
+    s.add_argument("gold", metavar="GOLD", help="CoNLL file with gold tags in the last column, or `token ... gold pred` when PRED is not given")
+    s.add_argument("pred", metavar="PRED", nargs="?", help="CoNLL file with predicted tags in the last column (same tokens, line by line)")
     s.add_argument("--scheme", choices=("default", "strict"), default="default",
                    help="per-type rows for default (conlleval-compatible) or strict (IOB2); both overall rows are shown")
     s.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
 def run(args, params) -> int:
+    """Run `predict` or `score` (``args.step``); ``params``: the validated nerflow.config.Params."""
     if args.step == "score":
         result = score_files(args.gold, args.pred, args.scheme)
         print(json.dumps(result, indent=2) if args.json else format_scores(result))
         return 0
     if args.step == "predict":
-        evaluate = _section(params, "evaluate")
-        predict_file(args.input, args.model, _section(params, "registry"), args.out, args.input_format,
-                     args.output_format, args.batch_size or int(evaluate.get("batch_size", 64)),
-                     evaluate.get("precision", "auto"), progress=not args.no_progress and sys.stderr.isatty())
+        try:
+            predict_file(args.input, args.model, params.registry, args.out, args.input_format, args.output_format,
+                         args.batch_size or params.evaluate.batch_size, params.evaluate.precision,
+                         progress=not args.no_progress and sys.stderr.isatty())
+        except BrokenPipeError:  # `nerflow predict FILE | head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     raise NerflowError(f"unknown command {args.step!r}")
-
-
-def _section(params, name: str) -> dict[str, Any]:
-    """A params section as a dict, from the typed Params or a plain dict."""
-    section = (params.get(name) if isinstance(params, dict) else getattr(params, name, None)) if params else None
-    return section.to_dict() if hasattr(section, "to_dict") else dict(section or {})
 
 
 # ------------------------------------------------------------------------------ predict
 
 
-def resolve_model(spec: str, registry_params: dict[str, Any]) -> tuple[Path, str]:
+def resolve_model(spec: str, registry_params) -> tuple[Path, str]:
     """(model folder, name) for a folder, a registry tag or ``production``."""
     path = Path(spec)
     if spec != "production" and path.is_dir():
@@ -208,11 +206,12 @@ def record(item: Item, tags: list[str], probs: list[float]) -> dict[str, Any]:
     return rec
 
 
-def predict_file(input_path, model: str, registry_params: dict[str, Any], out=None, input_format: str = "auto",
+def predict_file(input_path, model: str, registry_params=None, out=None, input_format: str = "auto",
                  output_format: str = "jsonl", batch_size: int = 64, precision: str = "auto",
                  progress: bool = False) -> int:
     """Tag ``input_path`` with ``model``; write to ``out`` (atomically) or stdout. Returns the
     number of records written."""
+    from nerflow.atomic import atomic_file
     from nerflow.predict import MODEL_INFO, WordTagger
 
     model_dir, _ = resolve_model(model, registry_params)
@@ -220,8 +219,11 @@ def predict_file(input_path, model: str, registry_params: dict[str, Any], out=No
     char_level = info_path.is_file() and json.loads(info_path.read_text()).get("level") == "char"
     items = read_input(input_path, input_format, char_level)
     _check(input_path, items, char_level, output_format == "conll")
+    if not progress:
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()  # its "Loading weights" bar
     tagger = WordTagger(model_dir, precision=precision, batch_size=batch_size)
-    from nerflow.atomic import atomic_file
 
     with (atomic_file(out) if out else contextlib.nullcontext(sys.stdout)) as fh:
         for item, tags, probs in tag_items(tagger, items, progress):
@@ -247,10 +249,10 @@ def score_files(gold_path, pred_path=None, scheme: str = "default") -> dict[str,
     from nerflow.readers import read_conll
 
     if pred_path is None:
-        gold = read_conll(gold_path, tag_column=-2)
+        gold = read_conll(gold_path, {"tag_column": -2})
         if all(s.tags == s.tokens for s in gold):  # two columns: "gold" was the token itself
             raise NerflowError(f"{gold_path}: expected `token ... gold pred` columns, or a predictions file as well")
-        pred = read_conll(gold_path, tag_column=-1)
+        pred = read_conll(gold_path)
     else:
         gold, pred = read_conll(gold_path), read_conll(pred_path)
         g, p = _token_lines(gold), _token_lines(pred)
