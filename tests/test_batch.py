@@ -72,7 +72,7 @@ def test_predict_text_lines_offsets_slice_the_text(trained, params, tagger, conl
     texts = [" ".join(s.tokens) for s in read_conll(conll_dir / "test.txt")[:40]]
     texts += ["", "  Angela Merkel visited Paris, naïve café — 東京.  ", "U.S. AT&T 1996-08-22 rose 5%\t!"]
     src, out = tmp_path / "texts.txt", tmp_path / "out.jsonl"
-    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    src.write_bytes(("\r\n".join(texts) + "\r\n").encode())  # CRLF: offsets are into the line without its end
     assert nerflow(["predict", src, "--model", trained["model"], "--out", out, "--no-progress"], params) == 0
     records = read_jsonl(out)
     assert [r["text"] for r in records] == texts
@@ -247,6 +247,7 @@ def test_bad_predict_inputs_fail_with_file_line_and_write_nothing(trained, param
         (["predict", bad_shape], f"{bad_shape}:3: expected"),
         (["predict", spaced, "--output-format", "conll"], f"{spaced}:1: token 'New York'"),
         (["predict", not_utf8], f"{not_utf8}:2: not UTF-8"),
+        (["predict", tmp_path], f"{tmp_path}: is a directory"),
         (["predict", bad_json, "--model", tmp_path / "nosuch-model"], "nosuch-model: no such model folder"),
         (["predict", bad_json, "--model", tmp_path], f"{tmp_path}: not a trained model folder"),
     ]

@@ -99,24 +99,8 @@ def resolve_model(spec: str, registry_params) -> tuple[Path, str]:
     return registry.model_dir(tag), tag
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise NerflowError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise NerflowError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise NerflowError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x})") from None
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    return lines[:-1] if lines and lines[-1] == "" else lines
-
-
-def _looks_like_conll(lines: list[str]) -> bool:
-    rows = [ln.split() for ln in lines if ln.strip() and not ln.startswith("-DOCSTART-")][:200]
+def _looks_like_conll(lines) -> bool:
+    rows = [ln.split() for _, ln in lines if ln.strip() and not ln.startswith("-DOCSTART-")][:200]
     return bool(rows) and all(len(r) >= 2 and _TAG.match(r[-1]) for r in rows)
 
 
@@ -129,25 +113,23 @@ def _text_item(text: str, line: int, char_level: bool, id: Any = None) -> Item:
 
 def read_input(path: str | Path, fmt: str = "auto", char_level: bool = False) -> list[Item]:
     """The items to tag: one per text line, CoNLL sentence or JSONL record."""
-    from nerflow.readers import read_conll
+    from nerflow.readers import read_conll, text_lines
 
     path = Path(path)
-    if path.is_dir():
-        raise NerflowError(f"{path}: is a directory, expected a file")
-    lines = None
+    lines = None  # [(line number, line)]
     if fmt == "auto":
         if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
             fmt = "jsonl"
         else:
-            lines = _read_lines(path)
+            lines = list(text_lines(path))
             fmt = "conll" if _looks_like_conll(lines) else "text"
     if fmt == "conll":
         items = [Item(s.tokens, s.line) for s in read_conll(path)]
     elif fmt == "text":
-        items = [_text_item(t, n, char_level) for n, t in enumerate(_read_lines(path) if lines is None else lines, start=1)]
+        items = [_text_item(t, n, char_level) for n, t in (text_lines(path) if lines is None else lines)]
     else:
         items = []
-        for n, line in enumerate(_read_lines(path), start=1):
+        for n, line in text_lines(path):
             if not line.strip():
                 continue
             try:
