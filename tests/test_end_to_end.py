@@ -60,11 +60,14 @@ def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(params, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".ds*"))
 
 
-def test_cli_missing_params_section(tmp_path):
+def test_cli_partial_params_take_the_defaults_and_a_missing_input_is_named(tmp_path):
     pfile = tmp_path / "p.yaml"
-    pfile.write_text("data: {}\n")
-    r = run_cli(["gate"], pfile)
-    assert r.returncode == 2 and "missing section(s): validate, preprocess" in r.stderr
+    pfile.write_text("gate: {min_f1: 0.5}\n")  # every other section and key: its one default
+    r = run_cli(["params"], pfile, check=True)
+    assert "min_f1: 0.5" in r.stdout and "epochs: 4" in r.stdout
+    r = run_cli(["gate", "--predictions", str(tmp_path / "none.jsonl")], pfile, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"nerflow: error: {tmp_path / 'none.jsonl'}: no such file (run the step that writes it first)"
 
 
 def test_cli_gate_refuses_and_package_skips(library_run, tmp_path):

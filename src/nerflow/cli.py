@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     except NerflowError as exc:
         print(f"nerflow: error: {exc}", file=sys.stderr)
         return 2
+    except FileNotFoundError as exc:  # an input another step writes (or the user names) is absent
+        print(f"nerflow: error: {exc.filename}: no such file (run the step that writes it first)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `nerflow params --schema | head`
