@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from conftest import run_cli, write_params
 from nerflow import NerflowError, batch
 from nerflow.predict import split_words
 from nerflow.readers import read_conll
@@ -334,7 +335,6 @@ def test_character_level_model_tags_characters(trained, params, conll_dir, tmp_p
 
 
 def test_cli_predict_with_the_production_model_then_score(library_run, trained, conll_dir, tmp_path, capsys):
-    from conftest import run_cli, write_params
     from nerflow.registry import Registry
 
     p = json.loads(json.dumps(library_run["params"]))
