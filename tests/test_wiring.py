@@ -99,6 +99,10 @@ def test_params_option_goes_before_or_after_the_subcommand(params, tmp_path):
     after = run_cli(["params", "--params", str(pfile)], ROOT / "params.yaml", check=True).stdout
     assert before == after and "epochs: 7" in after
     assert yaml.safe_load(after)["train"]["weight_decay"] == 0.01  # a key left out takes its one default
+    params["data"]["tag_colum"] = 1  # the reported case: `nerflow data --params F` said "unrecognized arguments"
+    bad = write_params(params, tmp_path / "bad.yaml")
+    r = run_cli(["data", "--out", str(tmp_path / "ds"), "--params", str(bad)], ROOT / "params.yaml")
+    assert r.returncode == 2 and f"{bad}:" in r.stderr and "did you mean data.tag_column?" in r.stderr
 
 
 def test_dvc_yaml_is_derived_from_the_code():
