@@ -1,171 +1,304 @@
 """Step `validate`: check the canonical dataset with a Great Expectations suite that knows NER.
 
-GX runs over five small tables built from the dataset, with derived columns for the
-NER-specific checks: one row per sentence (lengths, duplicates, length outliers, sub-token
-overflow), one per dev/test sentence (leakage from train), one per token (tag format, IOB2,
-label seen in train), one per entity type (counts per split) and one per compared
-distribution (type drift). Every check has a severity from params (``error`` stops the run,
-``warning`` is reported, ``off`` skips it) and its thresholds. Writes ``results.json`` (GX's
-validation results plus a summary) and ``report.html``.
+The dataset is read as Arrow columns and the NER facts are derived over all tokens at once
+(pyarrow and numpy, no Python loop per token or sentence), so tens of millions of tokens fit
+in a few GB: one dictionary of token ids over every split gives each sentence an exact key
+(duplicates, leakage), per-label lookup tables give IOB2 validity, entity starts and types,
+and each distinct word is sent to the tokenizer once to count sub-tokens. GX then runs the
+expectations over pandas frames with Arrow-backed columns (its regexes run in pyarrow's RE2):
+one row per sentence (lengths, duplicates, length outliers, sub-token overflow), per dev/test
+sentence (leakage from train), per token (empty, control characters, tag format, IOB2, label
+seen in train), per entity type (counts per split) and per compared distribution (type drift).
+GX reports failing rows by position; only the examples shown are turned into split, sentence,
+file:line and token. Every check has a severity from params (``error`` stops the run,
+``warning`` is reported, ``off`` skips it) and its thresholds; duplicates and leakage also stop
+the run above their ``error_fraction``. Writes ``results.json`` (GX's validation results plus
+a summary) and ``report.html``.
 """
 
 from __future__ import annotations
 
 import html
-from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nerflow import NerflowError
 from nerflow.atomic import atomic_dir, atomic_file, read_json, write_json
-from nerflow.data import SPLITS, entity_types, load_dataset_dir, read_manifest
+from nerflow.config import Checks, ValidateParams, section
+from nerflow.data import SPLITS, load_dataset_dir, read_manifest
 
-LABEL_PATTERN = r"^(?:O|[BI]-[^\s-]\S*)$"
 EXAMPLES = 10
 GX_SEVERITY = {"error": "critical", "warning": "warning"}
-
-# check -> default settings; params `validate.checks.<name>` override them
-DEFAULT_CHECKS: dict[str, dict[str, Any]] = {
-    "lengths_match": {"severity": "error"},
-    "sentence_length": {"severity": "error", "max_tokens": 1000},
-    "empty_token": {"severity": "error"},
-    "control_characters": {"severity": "error"},
-    "tag_format": {"severity": "error"},
-    "iob2": {"severity": "error"},
-    "labels_in_train": {"severity": "error"},
-    "duplicates": {"severity": "warning", "max_fraction": 0.15},
-    "leakage": {"severity": "warning", "max_fraction": 0.10},
-    "min_entities_per_type": {"severity": "warning", "min_count": 10},
-    "type_drift": {"severity": "warning", "max_distance": 0.25},
-    "length_outliers": {"severity": "warning", "iqr_factor": 3.0, "max_fraction": 0.01},
-    "subtoken_overflow": {"severity": "warning", "max_fraction": 0.01},
-}
+# RE2 syntax (\p{..}, \x{..}): pandas hands such patterns to pyarrow, never to Python's re
+LABEL_PATTERN = r"^(?:O|[BI]-[^-\p{Z}\p{C}][^\p{Z}\p{C}]*)$"
+# Control characters (C0, DEL, C1: latin-1 mojibake such as 'Ã\x83Â\x9f'), surrogates, private
+# use, spaces and line/paragraph separators, and format characters (U+200B, U+2060, U+FEFF,
+# bidi controls, soft hyphen) except ZWNJ/ZWJ (U+200C/U+200D), which Persian and Indic words and
+# emoji sequences hold: those only at a token's start or end. Unassigned code points are not
+# flagged (that depends on the Unicode version: a new emoji would fail).
+POISON_PATTERN = r"[\p{Cc}\p{Cs}\p{Co}\p{Z}]|[^\P{Cf}\x{200C}\x{200D}]|^[\x{200C}\x{200D}]|[\x{200C}\x{200D}]$"
+TEXT_CHARACTER = r"^[\p{Zs}\x{200C}\x{200D}]$"  # level char: a space or joiner is a token of its own
+POISON_DESCRIPTION = ("no control (C0/C1), format, private-use or whitespace character inside a token "
+                      "(ZWNJ/ZWJ only between two characters)")
 
 
 class ValidationFailed(NerflowError):
     pass
 
 
-def check_settings(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    given = params.get("checks") or {}
-    unknown = set(given) - set(DEFAULT_CHECKS)
-    if unknown:
-        raise NerflowError(f"validate.checks: unknown check(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULT_CHECKS)}")
-    settings = {name: {**default, **(given.get(name) or {})} for name, default in DEFAULT_CHECKS.items()}
-    for name, s in settings.items():
-        if s["severity"] not in ("error", "warning", "off"):
-            raise NerflowError(f"validate.checks.{name}.severity: expected error, warning or off, not {s['severity']!r}")
-    return settings
+def _offsets(lengths):
+    """[0, l0, l0 + l1, ...]: where each list starts in the flat values (and the total)."""
+    import numpy as np
+
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
 
 
-def _subtoken_counts(tokenizer_spec: str | None, sentences: list[list[str]], level: str) -> list[int] | None:
-    if not tokenizer_spec:
-        return None
-    from transformers import AutoTokenizer
-
-    from nerflow.params import resolve_path
-
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_path(tokenizer_spec)))
-    if level == "char":
-        enc = tokenizer(["".join(s) for s in sentences])
-    else:
-        enc = tokenizer([list(s) for s in sentences], is_split_into_words=True)
-    return [len(ids) for ids in enc["input_ids"]]
+def _sums(values, offsets):
+    """The sum of ``values`` over each list delimited by ``offsets``."""
+    total = _offsets(values)
+    return total[offsets[1:]] - total[offsets[:-1]]
 
 
-def build_tables(dataset, manifest: dict[str, Any], params: dict[str, Any], settings: dict[str, dict]) -> tuple[dict, dict]:
-    """The GX tables and the facts the report shows beside them (type counts, drift)."""
-    import pandas as pd
+def _heads(lengths, keep):
+    """Over the flat values of lists of ``lengths``: True on the first ``keep`` of each list."""
+    import numpy as np
 
-    level = manifest.get("level", "word")
-    sent: dict[str, list] = {k: [] for k in ("split", "sentence", "line", "n_tokens", "n_tags", "entities", "duplicate")}
-    tok: dict[str, list] = {k: [] for k in ("split", "sentence", "line", "token", "tag", "iob2_valid")}
-    all_tokens, train_keys, type_counts = [], set(), {s: Counter() for s in SPLITS}
-    leak: dict[str, list] = {k: [] for k in ("split", "sentence", "line", "leaked")}
+    position = np.arange(int(lengths.sum())) - np.repeat(_offsets(lengths)[:-1], lengths)
+    return position < np.repeat(keep, lengths)
+
+
+@dataclass
+class Corpus:
+    """Every split as flat arrays. Sentences are numbered across the splits (SPLITS order);
+    sentence s holds ``words[word_offsets[s]:word_offsets[s + 1]]`` (``ids`` are their ids in
+    ``vocab``); the token rows are its first min(tokens, tags): ``tokens``/``tags`` over
+    ``offsets``. ``dup_of``/``leak_of``: the earlier sentence of the same split / the train
+    sentence with the same tokens, or -1."""
+
+    names: list[str]
+    ranges: dict[str, range]
+    sources: dict[str, tuple[str, str]]
+    source_line: Any
+    n_tokens: Any
+    n_tags: Any
+    words: Any
+    word_offsets: Any
+    ids: Any
+    vocab: Any
+    tokens: Any
+    tags: Any
+    offsets: Any
+    dup_of: Any = None
+    leak_of: Any = None
+
+    def where(self, s: int, token: int | None = None) -> dict[str, Any]:
+        split = next(name for name, r in self.ranges.items() if s in r)
+        file, unit = self.sources[split]
+        first = int(self.source_line[s])
+        if not first:
+            line = file
+        elif unit == "token_lines":
+            line = f"{file}:{first + (token or 0)}"
+        else:
+            line = f"{file} record {first}" if unit == "records" else f"{file}:{first}"
+        return {"split": split, "sentence": s - self.ranges[split].start, "line": line}
+
+    def example(self, table: str, row: int, check: str) -> dict[str, Any]:
+        """Where row ``row`` of GX table ``table`` comes from, for a failure of ``check``."""
+        import numpy as np
+
+        if table == "tokens":
+            s = int(np.searchsorted(self.offsets, row, "right")) - 1
+            return {**self.where(s, row - int(self.offsets[s])), "token": self.tokens[row].as_py(),
+                    "tag": self.names[self.tags[row]]}
+        s = row + (self.ranges["train"].stop if table == "eval_sentences" and "train" in self.ranges else 0)
+        same = {"duplicates": self.dup_of, "leakage": self.leak_of}.get(check.split(".")[0])
+        same_as = {"same_as": describe(self.where(int(same[s])))} if same is not None and same[s] >= 0 else {}
+        return {**self.where(s), **same_as}
+
+
+def read_corpus(dataset, manifest: dict[str, Any]) -> Corpus:
+    """The splits' Arrow columns as flat arrays (zero-copy where Arrow allows)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ranges, words, tags, n_tok, n_tag, lines = {}, [], [], [], [], []
     for split in SPLITS:
         if split not in dataset:
             continue
-        names = dataset[split].features["ner_tags"].feature.names
-        file = manifest.get("sources", {}).get(split, split)
-        unit = manifest.get("source_units", {}).get(split, "token_lines")
-        seen: set = set()
-        for i, row in enumerate(dataset[split]):
-            tokens = row["tokens"]
-            tags = [names[t] if 0 <= t < len(names) else str(t) for t in row["ner_tags"]]
-            first = row.get("source_line") or 0
-            key = tuple(tokens)
-            types = entity_types(tags)
-            type_counts[split].update(types)
-            where = (f"{file} record {first}" if unit == "records" else f"{file}:{first}") if first else file
-            sent["split"].append(split)
-            sent["sentence"].append(i)
-            sent["line"].append(where)
-            sent["n_tokens"].append(len(tokens))
-            sent["n_tags"].append(len(tags))
-            sent["entities"].append(len(types))
-            sent["duplicate"].append(key in seen)
-            seen.add(key)
-            all_tokens.append(tokens)
-            if split == "train":
-                train_keys.add(key)
-            else:
-                leak["split"].append(split)
-                leak["sentence"].append(i)
-                leak["line"].append(where)
-                leak["leaked"].append(key in train_keys)
-            prev = "O"
-            for j, (token, tag) in enumerate(zip(tokens, tags)):
-                tok["split"].append(split)
-                tok["sentence"].append(i)
-                tok["line"].append(f"{file}:{first + j}" if first and unit == "token_lines" else where)
-                tok["token"].append(token)
-                tok["tag"].append(tag)
-                tok["iob2_valid"].append(not tag.startswith("I-") or prev in (f"B-{tag[2:]}", tag))
-                prev = tag
-    sentences = pd.DataFrame(sent)
-    tokens = pd.DataFrame(tok)
-    train_labels = set(tokens.loc[tokens["split"] == "train", "tag"])
-    tokens["seen_in_train"] = tokens["tag"].isin(train_labels)
-    if level == "char":  # spaces are tokens of their own in character-level corpora
-        tokens["token_check"] = tokens["token"].where(tokens["token"] != " ", "_")
-    else:
-        tokens["token_check"] = tokens["token"]
+        table = dataset[split].data.table
+        start = sum(map(len, lines))
+        ranges[split] = range(start, start + table.num_rows)
+        for name, lengths, values in (("tokens", n_tok, words), ("ner_tags", n_tag, tags)):
+            column = table.column(name)
+            lengths.append(pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64))
+            values.extend(chunk.flatten() for chunk in column.chunks)
+        lines.append(pc.fill_null(table.column("source_line"), 0).to_numpy())
+    names = list(dataset[next(iter(ranges))].features["ner_tags"].feature.names)
+    n_tok, n_tag = np.concatenate(n_tok), np.concatenate(n_tag)
+    words = pa.chunked_array(words, type=pa.string())
+    tags = np.concatenate([c.to_numpy() for c in tags] or [np.zeros(0, np.int64)]).astype(np.int32)
+    encoded = pc.dictionary_encode(words)
+    ids = np.concatenate([c.indices.to_numpy() for c in encoded.chunks] or [np.zeros(0, np.int32)])
+    vocab = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
+    word_offsets = _offsets(n_tok)
+    tokens, offsets = words, word_offsets
+    if (n_tok != n_tag).any():  # token rows pair the first min(tokens, tags) of each sentence
+        keep = np.minimum(n_tok, n_tag)
+        tokens, tags, offsets = words.filter(pa.array(_heads(n_tok, keep))), tags[_heads(n_tag, keep)], _offsets(keep)
+    sources = {s: (manifest.get("sources", {}).get(s, s), manifest.get("source_units", {}).get(s, "token_lines"))
+               for s in ranges}
+    corpus = Corpus(names, ranges, sources, np.concatenate(lines), n_tok, n_tag, words, word_offsets, ids, vocab,
+                    tokens, tags, offsets)
+    corpus.dup_of, corpus.leak_of = _same_sentences(corpus)
+    return corpus
 
-    lengths = sentences["n_tokens"]
-    q1, q3 = lengths.quantile(0.25), lengths.quantile(0.75)
-    limit = q3 + float(settings["length_outliers"]["iqr_factor"]) * (q3 - q1)
-    sentences["length_outlier"] = lengths > limit
-    counts = _subtoken_counts(
-        params.get("tokenizer") if settings["subtoken_overflow"]["severity"] != "off" else None, all_tokens, level
-    )
-    max_length = int(params.get("max_length", 256))
-    sentences["over_max_length"] = [c > max_length for c in counts] if counts else False
+
+def _same_sentences(corpus: Corpus):
+    """(dup_of, leak_of): for each sentence the first earlier one of its split with the same
+    tokens, and the first train sentence with the same tokens (-1: none). Exact: the key of a
+    sentence is the bytes of its token ids."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(corpus.n_tokens)
+    keys = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(corpus.word_offsets * 4), pa.py_buffer(np.ascontiguousarray(corpus.ids))])
+    dup_of, leak_of = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    train = corpus.ranges.get("train")
+    for split, r in corpus.ranges.items():
+        part = keys.slice(r.start, len(r))
+        uid = pc.dictionary_encode(part).indices.to_numpy()  # numbered in order of first appearance
+        first = np.unique(uid, return_index=True)[1]
+        dup_of[r.start:r.stop] = r.start + first[uid]
+        dup_of[r.start + first] = -1
+        if split != "train" and train is not None:
+            found = pc.fill_null(pc.index_in(part, value_set=keys.slice(train.start, len(train))), -1).to_numpy()
+            leak_of[r.start:r.stop] = np.where(found >= 0, train.start + found, -1)
+    return dup_of, leak_of
+
+
+def _token_lengths(tokenizer, items: list, **kwargs) -> list[int]:
+    out: list[int] = []
+    for i in range(0, len(items), 8192):
+        enc = tokenizer(items[i:i + 8192], return_attention_mask=False, return_token_type_ids=False, **kwargs)
+        out.extend(map(len, enc["input_ids"]))
+    return out
+
+
+def subtoken_counts(tokenizer_spec: str, corpus: Corpus, level: str):
+    """Sub-tokens per sentence, specials included, as preprocess's tokenizer makes them. With
+    pre-split words the tokenizer encodes each word on its own, so a sentence's count is the sum
+    over its words: each distinct word is tokenized once. Character-level sentences are texts:
+    each distinct one is tokenized once."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from nerflow.preprocess import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_spec)
+    if level == "char":
+        sentences = pa.LargeListArray.from_arrays(pa.array(corpus.word_offsets), corpus.words.combine_chunks())
+        encoded = pc.dictionary_encode(pc.binary_join(sentences, ""))
+        counts = np.array(_token_lengths(tokenizer, encoded.dictionary.to_pylist()), dtype=np.int64)
+        return counts[encoded.indices.to_numpy()]
+    per_word = np.array(_token_lengths(tokenizer, [[w] for w in corpus.vocab.to_pylist()],
+                                       is_split_into_words=True, add_special_tokens=False), dtype=np.int64)
+    return _sums(per_word[corpus.ids], corpus.word_offsets) + tokenizer.num_special_tokens_to_add(pair=False)
+
+
+def tag_facts(corpus: Corpus) -> dict[str, Any]:
+    """Per token row: IOB2 validity, entity start and type (conlleval's rule, as
+    data.entity_types: a B-X, or an I-X that does not continue an X, starts an entity)."""
+    import numpy as np
+
+    names = corpus.names + ["O"]  # the last id stands for "before the first token"
+    kinds = sorted({n[2:] for n in names})
+    kind = np.array([kinds.index(n[2:]) for n in names])
+    is_b = np.array([n.startswith("B-") for n in names])
+    is_i = np.array([n.startswith("I-") for n in names])
+    tags, prev = corpus.tags, np.empty_like(corpus.tags)
+    prev[1:] = tags[:-1]
+    prev[corpus.offsets[:-1][np.diff(corpus.offsets) > 0]] = len(corpus.names)
+    same_kind = kind[prev] == kind[tags]
+    starts = is_b[tags] | (is_i[tags] & ~same_kind)
+    return {
+        "iob2_valid": ~is_i[tags] | ((is_b[prev] | is_i[prev]) & same_kind),
+        "entity_start": starts,
+        "entity_kind": kind[tags],
+        "kinds": kinds,
+    }
+
+
+def build_tables(corpus: Corpus, manifest: dict[str, Any], params: ValidateParams) -> tuple[dict, dict]:
+    """The GX tables and the facts the report shows beside them (type counts, drift)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    checks = params.checks
+    level = manifest.get("level", "word")
+    facts_by_tag = tag_facts(corpus)
+    starts, kinds = facts_by_tag["entity_start"], facts_by_tag["kinds"]
+    type_counts = {}
+    for split in SPLITS:
+        r = corpus.ranges.get(split, range(0))
+        lo, hi = corpus.offsets[r.start] if r else 0, corpus.offsets[r.stop] if r else 0
+        counted = np.bincount(facts_by_tag["entity_kind"][lo:hi][starts[lo:hi]], minlength=len(kinds))
+        type_counts[split] = {kinds[k]: int(c) for k, c in enumerate(counted) if c}
+    train = corpus.ranges.get("train", range(0))
+    seen = np.zeros(len(corpus.names), bool)
+    seen[np.unique(corpus.tags[corpus.offsets[train.start]:corpus.offsets[train.stop]])] = True
+
+    lengths = corpus.n_tokens
+    q1, q3 = np.quantile(lengths, [0.25, 0.75])
+    limit = q3 + checks.length_outliers.iqr_factor * (q3 - q1)
+    counted_subtokens = bool(params.tokenizer) and checks.subtoken_overflow.severity != "off"
+    over = (subtoken_counts(params.tokenizer, corpus, level) > params.max_length) if counted_subtokens \
+        else np.zeros(len(lengths), bool)
+    entities = _sums(starts, corpus.offsets)
+    sentences = pd.DataFrame({"n_tokens": lengths, "n_tags": corpus.n_tags, "entities": entities,
+                              "duplicate": corpus.dup_of >= 0, "length_outlier": lengths > limit,
+                              "over_max_length": over})
+    tokens = pd.DataFrame({
+        "token": corpus.tokens.to_pandas(),
+        "tag": pa.array(corpus.names).take(pa.array(corpus.tags)).to_pandas(),
+        "iob2_valid": facts_by_tag["iob2_valid"],
+        "seen_in_train": seen[corpus.tags],
+    })
+    if level == "char":  # a space (or joiner) is a character of the text, so a token of its own
+        tokens["token_check"] = pc.if_else(pc.match_substring_regex(corpus.tokens, TEXT_CHARACTER), "_",
+                                           corpus.tokens).to_pandas()
 
     all_types = sorted(set().union(*type_counts.values()))
-    types = pd.DataFrame({"type": all_types, **{s: [type_counts[s][t] for t in all_types] for s in SPLITS}})
-    shares = {s: {t: type_counts[s][t] / max(1, sum(type_counts[s].values())) for t in all_types} for s in SPLITS}
-    drift_rows = []
-    for split in ("validation", "test"):
-        if sum(type_counts[split].values()):
-            drift_rows.append({"compared": f"{split} vs train", "distance": _tv(shares[split], shares["train"])})
-    reference = params.get("drift_reference")
+    types = pd.DataFrame({"type": all_types, **{s: [type_counts[s].get(t, 0) for t in all_types] for s in SPLITS}})
+    shares = {s: {t: type_counts[s].get(t, 0) / max(1, sum(type_counts[s].values())) for t in all_types} for s in SPLITS}
+    drift_rows = [{"compared": f"{split} vs train", "distance": _tv(shares[split], shares["train"])}
+                  for split in ("validation", "test") if type_counts[split]]
+    reference = params.drift_reference
     if reference and Path(reference).exists():
         ref = read_json(reference).get("type_shares", {}).get("train")
         if ref:
             drift_rows.append({"compared": f"train vs {reference}", "distance": _tv(shares["train"], ref)})
     drift = pd.DataFrame(drift_rows or [{"compared": "none", "distance": 0.0}])
-    tables = {"sentences": sentences, "eval_sentences": pd.DataFrame(leak), "tokens": tokens, "types": types, "drift": drift}
+    tables = {"sentences": sentences, "eval_sentences": pd.DataFrame({"leaked": corpus.leak_of[train.stop:] >= 0}),
+              "tokens": tokens, "types": types, "drift": drift}
     facts = {
         "level": level,
-        "type_counts": {s: dict(type_counts[s]) for s in SPLITS},
+        "type_counts": type_counts,
         "type_shares": shares,
         "drift": drift_rows,
         "length_outlier_limit": float(limit),
-        "max_length": max_length,
+        "max_length": params.max_length,
         "over_max_length": {
-            "sentences": int(sentences["over_max_length"].sum()),
-            "entities": int(sentences.loc[sentences["over_max_length"], "entities"].sum()) if counts else 0,
-            "note": "split into overlapping windows by preprocess, not cut" if counts else "tokenizer not given",
+            "sentences": int(over.sum()),
+            "entities": int(entities[over].sum()),
+            "note": "split into overlapping windows by preprocess, not cut" if counted_subtokens else "tokenizer not given",
         },
     }
     return tables, facts
@@ -176,34 +309,38 @@ def _tv(p: dict[str, float], q: dict[str, float]) -> float:
     return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
 
 
-def expectations(settings: dict[str, dict]) -> dict[str, list]:
+def expectations(checks: Checks, level: str = "word") -> dict[str, list]:
     """{table: [GX expectation]} for every check not switched off."""
     import great_expectations.expectations as gxe
 
-    def none_flagged_beyond(name: str, column: str, what: str):
-        """The boolean ``column`` is True on at most ``checks.<name>.max_fraction`` of the rows."""
-        fraction = settings[name]["max_fraction"]
-        return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[False], mostly=max(0.0, 1.0 - float(fraction)),
-                                               description=f"{what} at most {fraction:.0%}")
+    def at_most(column: str, what: str, fraction: float, stops: str = ""):
+        """The boolean ``column`` is True on at most ``fraction`` of the rows."""
+        return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[False], mostly=max(0.0, 1.0 - fraction),
+                                               description=f"{what} at most {fraction:.0%}{stops}")
 
-    s = settings
+    c = checks
+    stops = " (error_fraction: above it the run stops)"
     specs = [
         ("lengths_match", "sentences", lambda: gxe.ExpectColumnPairValuesToBeEqual(
             column_A="n_tokens", column_B="n_tags", description="every sentence has as many tags as tokens")),
         ("sentence_length", "sentences", lambda: gxe.ExpectColumnValuesToBeBetween(
-            column="n_tokens", min_value=1, max_value=int(s["sentence_length"]["max_tokens"]),
-            description=f"sentence length between 1 and {s['sentence_length']['max_tokens']} tokens")),
-        ("duplicates", "sentences", lambda: none_flagged_beyond("duplicates", "duplicate", "duplicate sentences within a split")),
-        ("length_outliers", "sentences", lambda: none_flagged_beyond(
-            "length_outliers", "length_outlier", f"length outliers (> Q3 + {s['length_outliers']['iqr_factor']} IQR)")),
-        ("subtoken_overflow", "sentences", lambda: none_flagged_beyond(
-            "subtoken_overflow", "over_max_length", "sentences over max_length sub-tokens")),
-        ("leakage", "eval_sentences", lambda: none_flagged_beyond("leakage", "leaked", "dev/test sentences also in train")),
+            column="n_tokens", min_value=1, max_value=c.sentence_length.max_tokens,
+            description=f"sentence length between 1 and {c.sentence_length.max_tokens} tokens")),
+        ("duplicates", "sentences", lambda: at_most(
+            "duplicate", "duplicate sentences within a split", c.duplicates.max_fraction)),
+        ("duplicates.error_fraction", "sentences", lambda: at_most(
+            "duplicate", "duplicate sentences within a split", c.duplicates.error_fraction, stops)),
+        ("length_outliers", "sentences", lambda: at_most(
+            "length_outlier", f"length outliers (> Q3 + {c.length_outliers.iqr_factor} IQR)", c.length_outliers.max_fraction)),
+        ("subtoken_overflow", "sentences", lambda: at_most(
+            "over_max_length", "sentences over max_length sub-tokens", c.subtoken_overflow.max_fraction)),
+        ("leakage", "eval_sentences", lambda: at_most("leaked", "dev/test sentences also in train", c.leakage.max_fraction)),
+        ("leakage.error_fraction", "eval_sentences", lambda: at_most(
+            "leaked", "dev/test sentences also in train", c.leakage.error_fraction, stops)),
         ("empty_token", "tokens", lambda: gxe.ExpectColumnValueLengthsToBeBetween(
             column="token", min_value=1, description="no empty token")),
         ("control_characters", "tokens", lambda: gxe.ExpectColumnValuesToNotMatchRegex(
-            column="token_check", regex=r"[\s\x00-\x1f\x7f]",
-            description="no whitespace or control character inside a token")),
+            column="token_check" if level == "char" else "token", regex=POISON_PATTERN, description=POISON_DESCRIPTION)),
         ("tag_format", "tokens", lambda: gxe.ExpectColumnValuesToMatchRegex(
             column="tag", regex=LABEL_PATTERN, description="every tag is O, B-<type> or I-<type>")),
         ("iob2", "tokens", lambda: gxe.ExpectColumnValuesToBeInSet(
@@ -212,31 +349,24 @@ def expectations(settings: dict[str, dict]) -> dict[str, list]:
         ("labels_in_train", "tokens", lambda: gxe.ExpectColumnValuesToBeInSet(
             column="seen_in_train", value_set=[True], description="every dev/test label occurs in train")),
         ("min_entities_per_type", "types", lambda: gxe.ExpectColumnValuesToBeBetween(
-            column="train", min_value=int(s["min_entities_per_type"]["min_count"]),
-            description=f"at least {s['min_entities_per_type']['min_count']} train entities of every type")),
+            column="train", min_value=c.min_entities_per_type.min_count,
+            description=f"at least {c.min_entities_per_type.min_count} train entities of every type")),
         ("type_drift", "drift", lambda: gxe.ExpectColumnValuesToBeBetween(
-            column="distance", max_value=float(s["type_drift"]["max_distance"]),
-            description=f"entity type distribution drift (total variation) at most {s['type_drift']['max_distance']}")),
+            column="distance", max_value=c.type_drift.max_distance,
+            description=f"entity type distribution drift (total variation) at most {c.type_drift.max_distance}")),
     ]
     out: dict[str, list] = {}
     for name, table, make in specs:
-        severity = s[name]["severity"]
+        check, _, threshold = name.partition(".")
+        severity = getattr(c, check).severity
         if severity == "off":
             continue
+        severity = "error" if threshold else severity  # over error_fraction the run stops, whatever the severity
         expectation = make()
         expectation.severity = GX_SEVERITY[severity]
         expectation.meta = {"check": name, "severity": severity}
         out.setdefault(table, []).append(expectation)
     return out
-
-
-INDEX_COLUMNS = {
-    "sentences": ["split", "sentence", "line"],
-    "eval_sentences": ["split", "sentence", "line"],
-    "tokens": ["split", "sentence", "line", "token", "tag"],
-    "types": ["type"],
-    "drift": ["compared"],
-}
 
 
 def run_gx(tables: dict[str, Any], checks: dict[str, list]) -> list[dict[str, Any]]:
@@ -256,33 +386,38 @@ def run_gx(tables: dict[str, Any], checks: dict[str, list]) -> list[dict[str, An
         for expectation in expectation_list:
             suite.add_expectation(expectation)
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"validate_{name}", data=batch, suite=suite))
+        # failing rows come back as positions (the examples are located afterwards): GX's
+        # per-row index columns and its index query cost seconds per 100k failing rows
         result = definition.run(
             batch_parameters={"dataframe": frame},
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES,
-                           "unexpected_index_column_names": INDEX_COLUMNS[name]},
+                           "return_unexpected_index_query": False},
         )
         results.append(result.to_json_dict())
     return results
 
 
-def summarise(gx_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarise(gx_results: list[dict[str, Any]], locate) -> list[dict[str, Any]]:
+    """One entry per expectation; ``locate(table, row, check)`` describes a failing row."""
     checks = []
     for suite in gx_results:
+        table = suite["suite_name"].removeprefix("ner_")
         for r in suite["results"]:
             cfg = r["expectation_config"]
             res = r.get("result", {})
             meta = cfg.get("meta") or {}
+            name = meta.get("check", cfg["type"])
             checks.append({
-                "name": meta.get("check", cfg["type"]),
+                "name": name,
                 "check": cfg.get("description") or cfg["type"],
                 "expectation": cfg["type"],
-                "table": suite["suite_name"].removeprefix("ner_"),
+                "table": table,
                 "severity": meta.get("severity", "error"),
                 "success": bool(r["success"]),
                 "rows": res.get("element_count"),
                 "failing_rows": res.get("unexpected_count", 0) or 0,
                 "failing_percent": round(res.get("unexpected_percent") or 0.0, 3),
-                "examples": (res.get("partial_unexpected_index_list") or [])[:EXAMPLES],
+                "examples": [locate(table, row, name) for row in (res.get("partial_unexpected_index_list") or [])[:EXAMPLES]],
                 "error": (r.get("exception_info") or {}).get("exception_message"),
             })
     return checks
@@ -294,17 +429,26 @@ def describe(example: dict[str, Any]) -> str:
     where = f"{example.get('split')} sentence {example.get('sentence')} ({example.get('line')})"
     if "token" in example:
         where += f" token {example['token']!r} tag {example.get('tag')!r}"
+    if "same_as" in example:
+        where += f", same as {example['same_as']}"
     return where
 
 
-def validate_dataset(params: dict[str, Any], dataset_dir: str | Path, report_dir: str | Path) -> dict[str, Any]:
+def validate_dataset(params: ValidateParams | dict[str, Any] | None, dataset_dir: str | Path,
+                     report_dir: str | Path) -> dict[str, Any]:
     """Validate the canonical dataset; write the report; raise ValidationFailed on a failed error check."""
-    settings = check_settings(params)
-    dataset = load_dataset_dir(dataset_dir)
+    params = section(ValidateParams, params)
     manifest = read_manifest(dataset_dir)
-    tables, facts = build_tables(dataset, manifest, params, settings)
-    gx_results = run_gx(tables, expectations(settings))
-    checks = summarise(gx_results)
+    corpus = read_corpus(load_dataset_dir(dataset_dir), manifest)
+    tables, facts = build_tables(corpus, manifest, params)
+
+    def locate(table: str, row: int, check: str) -> dict[str, Any]:
+        if table in ("types", "drift"):
+            return {k: (v.item() if hasattr(v, "item") else v) for k, v in tables[table].iloc[row].items()}
+        return corpus.example(table, row, check)
+
+    gx_results = run_gx(tables, expectations(params.checks, facts["level"]))
+    checks = summarise(gx_results, locate)
     failed = [c for c in checks if not c["success"] and c["severity"] == "error"]
     summary = {
         "success": not failed,
@@ -320,15 +464,18 @@ def validate_dataset(params: dict[str, Any], dataset_dir: str | Path, report_dir
         write_json(tmp / "results.json", {**summary, "great_expectations": gx_results})
         with atomic_file(tmp / "report.html") as fh:
             fh.write(render_html(summary))
-    if failed and params.get("fail_on_error", True):
-        first = failed[0]
-        example = describe(first["examples"][0]) if first["examples"] else "see report"
-        more = f"; {len(failed) - 1} more failing check(s)" if len(failed) > 1 else ""
-        raise ValidationFailed(
-            f"data validation failed: {first['check']}: {first['failing_rows']} row(s), "
-            f"first at {example}{more}; report: {Path(report_dir) / 'report.html'}"
-        )
+    if failed and params.fail_on_error:
+        raise ValidationFailed(f"data validation failed, {len(failed)} error check(s): "
+                               + "; ".join(map(failure, failed)) + f"; report: {Path(report_dir) / 'report.html'}")
     return summary
+
+
+def failure(check: dict[str, Any]) -> str:
+    """One failed check in a line: what, how many rows, the first one."""
+    text = f"{check['check']}: {check['failing_rows']} row(s) ({check['failing_percent']}%)"
+    if check["examples"]:
+        text += f", first at {describe(check['examples'][0])}"
+    return text + (f" ({check['error']})" if check["error"] else "")
 
 
 def format_table(summary: dict[str, Any]) -> str:
