@@ -136,3 +136,16 @@ def test_derived_deps_follow_a_new_import(tmp_path, monkeypatch):
     gate_py = pkg / "gate.py"
     gate_py.write_text(gate_py.read_text() + "\n\ndef _later():\n    from nerflow.summary import summary\n")
     assert "src/nerflow/summary.py" in wiring.code_deps("gate", tmp_path)
+
+
+def test_score_runs_outside_a_project_without_a_params_file(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "s.txt").write_text("EU B-ORG B-ORG\nrejects O O\n\n")
+    r = subprocess.run([sys.executable, "-m", "nerflow.cli", "score", "s.txt", "--json"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["f1"] == 1.0
+    r = subprocess.run([sys.executable, "-m", "nerflow.cli", "data"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and "params.yaml: params file not found" in r.stderr

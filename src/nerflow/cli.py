@@ -93,7 +93,12 @@ def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from nerflow.params import configure, load_params
 
-    params = load_params(args.params)
+    if args.step in ("predict", "score") and args.params == "params.yaml" and not Path(args.params).exists():
+        from nerflow.config import Params
+
+        params = Params()  # outside a project: these two need no params file
+    else:
+        params = load_params(args.params)
     configure(params)
     step = args.step
     if step == "params":
