@@ -123,6 +123,20 @@ def library_run(conll_dir, tiny_model, tmp_path_factory) -> dict:
     return {"params": p, "work": work, **paths}
 
 
+@pytest.fixture(scope="session")
+def strong_model(library_run, tmp_path_factory) -> dict:
+    """The library run's model trained much longer (120 steps): it finds entities and is clearly
+    better on the slice; with its evaluate step's metrics and predictions."""
+    from nerflow.evaluate import evaluate
+    from nerflow.train import train
+
+    work = tmp_path_factory.mktemp("strong")
+    train(dict(library_run["params"]["train"], max_steps=120), library_run["features"], work / "model")
+    evaluate(library_run["params"]["evaluate"], work / "model", library_run["dataset"], work / "metrics.json",
+             work / "predictions.jsonl")
+    return {"model": work / "model", "metrics": work / "metrics.json", "predictions": work / "predictions.jsonl"}
+
+
 def free_port() -> int:
     import socket
 

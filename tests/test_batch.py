@@ -41,17 +41,9 @@ def params(library_run):
 
 
 @pytest.fixture(scope="module")
-def trained(library_run, tmp_path_factory):
-    """The library run's model trained longer, so that it finds entities (the 8-step one tags
-    everything O), with its evaluate step's metrics.json. (test_gate_registry's strong_model.)"""
-    from nerflow.evaluate import evaluate
-    from nerflow.train import train
-
-    work = tmp_path_factory.mktemp("trained")
-    train(dict(library_run["params"]["train"], max_steps=120), library_run["features"], work / "model")
-    evaluate(library_run["params"]["evaluate"], work / "model", library_run["dataset"], work / "metrics.json",
-             work / "predictions.jsonl")
-    return {"model": work / "model", "metrics": work / "metrics.json"}
+def trained(strong_model):
+    """A model that finds entities (the 8-step library run's tags everything O)."""
+    return strong_model
 
 
 @pytest.fixture(scope="module")

@@ -127,20 +127,6 @@ def test_bootstrap_is_seeded():
 
 # ---- the registry, with real models in a real BentoML store ------------------------------------
 
-@pytest.fixture(scope="module")
-def strong_model(library_run, tmp_path_factory):
-    """The library run's model trained much longer: clearly better on the slice."""
-    from nerflow.evaluate import evaluate
-    from nerflow.train import train
-
-    work = tmp_path_factory.mktemp("strong")
-    p = dict(library_run["params"]["train"], max_steps=120)
-    train(p, library_run["features"], work / "model")
-    evaluate(library_run["params"]["evaluate"], work / "model", library_run["dataset"], work / "metrics.json",
-             work / "predictions.jsonl")
-    return {"model": work / "model", "metrics": work / "metrics.json", "predictions": work / "predictions.jsonl"}
-
-
 def run_round(name, model, metrics, predictions, pfile, tmp_path):
     """register -> gate -> package through the CLI, as dvc repro runs them; returns the decision."""
     out = tmp_path / name
