@@ -132,9 +132,10 @@ def run(argv: list[str] | None = None) -> int:
         from nerflow.train import train
 
         s = train(params.train, args.features, args.out, args.curves)
-        print(f"train: {args.out}: {s['steps']} steps in {s['train_seconds']} s on {s['device']} ({s['precision']}), "
-              f"{s['train_sentences_per_second']} sentences/s; dev F1 by epoch: "
-              + ", ".join(f"{d['f1']:.4f}" for d in s["dev_f1"]))
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: one line, from the rank that saved
+            print(f"train: {args.out}: {s['steps']} steps in {s['train_seconds']} s on {s['device']} ({s['precision']}), "
+                  f"{s['train_sentences_per_second']} sentences/s; dev F1 by epoch: "
+                  + ", ".join(f"{d['f1']:.4f}" for d in s["dev_f1"]))
     elif step == "evaluate":
         from nerflow.evaluate import evaluate
 

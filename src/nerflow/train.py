@@ -233,6 +233,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         logging_steps=params.logging_steps,
         dataloader_num_workers=params.dataloader_workers,
         dataloader_pin_memory=device == "cuda",
+        ddp_find_unused_parameters=False,  # under torchrun: every parameter gets a gradient
         report_to="none",
         disable_tqdm=not params.progress,
     )
