@@ -18,14 +18,16 @@ def test_torchrun_two_processes_train_like_one(library_run, tmp_path):
     p = json.loads(json.dumps(library_run["params"]))
     p["train"].update(epochs=8, max_steps=-1, batch_size=32)
     one = write_params(p, tmp_path / "one.yaml")
-    run_cli(["train", "--features", str(library_run["features"]), "--out", str(tmp_path / "one")], one, check=True)
+    run_cli(["train", "--features", str(library_run["features"]), "--out", str(tmp_path / "one"),
+             "--curves", str(tmp_path / "curves-one")], one, check=True)
 
     p["train"]["batch_size"] = 16  # per process: the same global batch of 32
     two = write_params(p, tmp_path / "two.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("BENTOML_HOME", None)
     r = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "-m", "nerflow.cli", "--params", str(two), "train",
-                        "--features", str(library_run["features"]), "--out", str(tmp_path / "two")],
+                        "--features", str(library_run["features"]), "--out", str(tmp_path / "two"),
+                        "--curves", str(tmp_path / "curves-two")],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert sum(line.startswith("train: ") for line in r.stdout.splitlines()) == 1  # printed by rank 0 only
@@ -38,3 +40,5 @@ def test_torchrun_two_processes_train_like_one(library_run, tmp_path):
     best_two = max(d["f1"] for d in multi["train"]["dev_f1"])
     assert best_one > 0.05 and abs(best_two - best_one) < 0.1, (best_one, best_two)
     assert not list(tmp_path.glob(".two*")) and not list(tmp_path.glob(".one*"))  # no work folders left
+    loss = (tmp_path / "curves-two/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert len(loss) - 1 == multi["train"]["steps"] // p["train"]["logging_steps"]  # one curve, from rank 0
