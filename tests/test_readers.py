@@ -306,4 +306,10 @@ def test_rerun_removes_the_temporary_folder_of_a_killed_run(conll_dir, tmp_path)
 def test_content_hash_is_of_tokens_and_tags_only(tmp_path):
     a = read_conll(write(tmp_path, "New B-LOC\nYork I-LOC\n", "a.txt"))
     b = read_conll(write(tmp_path, "\n\nNew\tNNP\tB-LOC\nYork\tNNP\tI-LOC\n", "b.txt"))
-    assert content_hash({"train": a}) == content_hash({"train": b})
+    assert content_hash({"train": [(s.tokens, s.tags) for s in a]}) == content_hash({"train": [(s.tokens, s.tags) for s in b]})
+
+
+def test_comment_lines_are_skipped_before_any_check(tmp_path):
+    path = write(tmp_path, "# Quelle:\u00a0Wikipedia, 2009\nBerlin B-LOC\n# zweiter Satz\nist O\n")
+    sentences = read_conll(path, {"comment_prefix": "#"})
+    assert [(s.tokens, s.line) for s in sentences] == [(["Berlin"], 2), (["ist"], 4)]

@@ -67,13 +67,14 @@ def count_entities(tags: list[str]) -> int:
     return len(entity_types(tags))
 
 
-def content_hash(splits: dict[str, Iterable[Sentence]]) -> str:
-    """sha256 of the canonical content (tokens and tags), independent of file layout."""
+def content_hash(splits: dict[str, Iterable[tuple[list[str], list[str]]]]) -> str:
+    """sha256 of the canonical content, {split: (tokens, tags) of each sentence}, independent of
+    file layout."""
     digest = hashlib.sha256()
     for split in SPLITS:
         digest.update(f"#{split}\n".encode())
-        for s in splits.get(split, ()):
-            digest.update(json.dumps([s.tokens, s.tags], ensure_ascii=False).encode())
+        for tokens, tags in splits.get(split, ()):
+            digest.update(json.dumps([tokens, tags], ensure_ascii=False).encode())
             digest.update(b"\n")
     return digest.hexdigest()
 
@@ -95,15 +96,24 @@ def to_table(sentences: Iterable[Sentence]) -> pa.Table:
     """Sentences into an Arrow table (columns of ``TABLE``), a record batch at a time."""
     it, batches = iter(sentences), []
     while chunk := list(itertools.islice(it, BATCH)):
-        columns = [[s.tokens for s in chunk], [s.tags for s in chunk], [s.line for s in chunk], [s.id for s in chunk]]
+        offsets = pa.array(itertools.accumulate((len(s.tokens) for s in chunk), initial=0), pa.int32())
+        columns = [pa.ListArray.from_arrays(offsets, pa.array(list(itertools.chain.from_iterable(getattr(s, name) for s in chunk)),
+                                                              pa.string()))
+                   for name in ("tokens", "tags")]  # flat lists convert far faster than nested ones
+        columns += [pa.array([s.line for s in chunk], pa.int32()), pa.array([s.id for s in chunk], pa.string())]
         batches.append(pa.record_batch(columns, schema=TABLE))
     return pa.Table.from_batches(batches, schema=TABLE)
 
 
+def rows(table: pa.Table, *columns: str) -> Iterator[tuple]:
+    """The values of ``columns`` in each row, as Python objects for one batch at a time."""
+    for batch in table.select(list(columns)).to_batches(max_chunksize=BATCH):
+        yield from zip(*(column.to_pylist() for column in batch.columns))
+
+
 def sentences(table: pa.Table) -> Iterator[Sentence]:
-    """The rows of a ``to_table`` table as sentences, a batch at a time."""
-    for batch in table.to_batches(max_chunksize=BATCH):
-        yield from map(Sentence, *(batch.column(name).to_pylist() for name in TABLE.names))
+    """The rows of a ``to_table`` table as sentences."""
+    return (Sentence(*row) for row in rows(table, *TABLE.names))
 
 
 def read_corpus(params: DataParams | dict[str, Any]) -> tuple[dict[str, pa.Table], dict[str, str], list[Path]]:
@@ -136,11 +146,6 @@ def read_corpus(params: DataParams | dict[str, Any]) -> tuple[dict[str, pa.Table
     return tables, sources, paths
 
 
-def _entities(table: pa.Table) -> int:
-    return sum(count_entities(tags) for batch in table.select(["tags"]).to_batches(max_chunksize=BATCH)
-               for tags in batch.column(0).to_pylist())
-
-
 def _canonical(table: pa.Table, labels: list[str], features) -> pa.Table:
     """The canonical columns: ``ner_tags`` as ClassLabel ids in place of the tag strings."""
     value_set = pa.array(labels, pa.string())
@@ -169,7 +174,7 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path) -> di
             "id": Value("string"),
         }
     )
-    version = content_hash({split: sentences(t) for split, t in tables.items()})
+    version = content_hash({split: rows(t, "tokens", "tags") for split, t in tables.items()})
     dataset = DatasetDict({split: Dataset(_canonical(t, labels, features), info=DatasetInfo(features=features),
                                           fingerprint=f"{version[:16]}-{split}")
                            for split, t in tables.items()})
@@ -188,7 +193,7 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path) -> di
             split: {
                 "sentences": t.num_rows,
                 "tokens": pc.sum(pc.list_value_length(t["tokens"])).as_py(),
-                "entities": _entities(t),
+                "entities": sum(count_entities(tags) for (tags,) in rows(t, "tags")),
             }
             for split, t in tables.items()
         },

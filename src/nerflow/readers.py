@@ -22,6 +22,7 @@ import errno
 import io
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -30,7 +31,6 @@ from nerflow import NerflowError
 from nerflow.config import ReaderOptions, section
 
 FORMATS = ("auto", "conll", "klue", "jsonl", "parquet", "hf")
-SCHEMES = ("iob2", "iob1", "bioes", "bilou")
 TOKEN_LINES = ("conll", "klue")  # formats with one token per line: token i of a sentence is on line + i
 SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
 Options = ReaderOptions | dict[str, Any] | None
@@ -139,22 +139,17 @@ def _conll(path: Path, opts: ReaderOptions) -> Iterator[Sentence]:
 
     for lineno, line in text_lines(path, opts.encoding):
         stripped = line.strip(" \t")
-        if "\t" in stripped:
-            cols = [c.strip(" ") for c in stripped.split("\t")]
-        else:
-            cols = stripped.split(" ")
-            if "" in cols:
-                cols = [c for c in cols if c]
-            if not stripped.isascii() and (space := OTHER_SPACES.search(stripped)):
-                char = space.group()
-                token = next(c for c in cols if char in c)
-                raise NerflowError(f"{path}:{lineno}: token {token!r} holds U+{ord(char):04X} ({_char_name(char)}), "
-                                   "which does not separate columns (only ASCII spaces and tabs do): replace it")
-        if not stripped or cols[0] == "-DOCSTART-" or (comment is not None and line.startswith(comment)):
+        cols = _columns(stripped)
+        if not cols or cols[0] == "-DOCSTART-" or (comment is not None and line.startswith(comment)):
             if tokens:
                 yield Sentence(tokens, tags, first)
                 tokens, tags = [], []
             continue
+        if not stripped.isascii() and "\t" not in stripped and (space := OTHER_SPACES.search(stripped)):
+            char = space.group()
+            raise NerflowError(f"{path}:{lineno}: token {next(c for c in cols if char in c)!r} holds U+{ord(char):04X} "
+                               f"({unicodedata.name(char, 'a space')}), which does not separate columns "
+                               "(only ASCII spaces and tabs do): replace it")
         if len(cols) < 2:
             raise fail(lineno, f"expected a token and a tag, found {stripped!r}", line)
         if width is None:
@@ -177,10 +172,13 @@ def _conll(path: Path, opts: ReaderOptions) -> Iterator[Sentence]:
         yield Sentence(tokens, tags, first)
 
 
-def _char_name(char: str) -> str:
-    import unicodedata
-
-    return unicodedata.name(char, "unnamed")
+def _columns(line: str) -> list[str]:
+    """Tab-separated columns, else columns separated by runs of ASCII spaces (never by other
+    whitespace: a form feed or U+2028 inside a token stays in it, for validation to flag)."""
+    if "\t" in line:
+        return [c.strip(" ") for c in line.split("\t")]
+    cols = line.split(" ")
+    return [c for c in cols if c] if "" in cols else cols
 
 
 # ----------------------------------------------------------------------------- KLUE
