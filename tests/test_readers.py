@@ -185,6 +185,11 @@ def test_encodings(tmp_path, data, encoding):
         (["Köln", "–", "€"], ["B-LOC", "O", "O"], 1), (["„Zoë“"], ["B-PER"], 5)]
 
 
+def test_utf16_klue_file_is_detected_as_klue(tmp_path):
+    path = write(tmp_path, "## id-1\n서\tB-LC\n울\tI-LC\n".encode("utf-16"), "k.tsv")
+    assert [(s.tokens, s.tags, s.id) for s in read_split(path, "auto", ReaderOptions())] == [(["서", "울"], ["B-LC", "I-LC"], "id-1")]
+
+
 def test_latin1_on_request(tmp_path):
     path = write(tmp_path, "Köln B-LOC\nZoë B-PER\n".encode("latin-1"))
     assert read_conll(path, {"encoding": "latin-1"})[0].tokens == ["Köln", "Zoë"]

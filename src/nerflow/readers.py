@@ -64,10 +64,14 @@ BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codec
 LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+def _bom(head: bytes) -> str | None:
+    return next((name for mark, name in BOMS if head.startswith(mark)), None)
+
+
 def _encoding(path: Path, head: bytes, encoding: str) -> str:
     """The codec to read with: the byte-order mark's, else ``encoding`` (UTF-8 with or without
     a BOM); a UTF-16 file without a BOM is refused rather than read as NUL-riddled text."""
-    bom = next((name for mark, name in BOMS if head.startswith(mark)), None)
+    bom = _bom(head)
     if bom:
         return bom
     even, odd = head[0::2], head[1::2]
@@ -336,7 +340,7 @@ def detect_format(path: Path) -> str:
         return "parquet"
     with _open(path) as fh:
         head = fh.read(4096)
-    return "klue" if head.lstrip(codecs.BOM_UTF8).startswith(b"##") else "conll"
+    return "klue" if head.decode(_bom(head) or "latin-1", errors="ignore").startswith("##") else "conll"
 
 
 def iter_split(path: str | Path, fmt: str, opts: Options = None) -> Iterator[Sentence]:
