@@ -78,11 +78,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "scale_results.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from nerflow.config import ValidateParams
+
     folder = Path(tempfile.mkdtemp(prefix="nerflow-scale-"))
     try:
+        checks = ValidateParams().checks  # the defaults, but for the error_fraction of these two
         params = {
             "data": build_corpus(folder, args.copies),
-            "validate": {"checks": {"duplicates": {"error_fraction": 1.0}, "leakage": {"error_fraction": 1.0}}},
+            "validate": {"checks": {name: {**getattr(checks, name).to_dict(), "error_fraction": 1.0}
+                                    for name in ("duplicates", "leakage")}},
         }
         params_file = folder / "params.yaml"
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
