@@ -122,6 +122,7 @@ POISON = [
     "\u202eevil",                      # right-to-left override
     "x\ue000",                         # private use
     "\u200dabc",                       # a joiner that joins nothing
+    "caf\ufffd",                       # U+FFFD: bytes an earlier tool could not decode
 ]
 # legitimate non-ASCII tokens: must pass
 CLEAN = ["Zürich", "東京", "naïve", "e\u0301", "😀",

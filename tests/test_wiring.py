@@ -149,3 +149,14 @@ def test_score_runs_outside_a_project_without_a_params_file(tmp_path):
     assert json.loads(r.stdout)["f1"] == 1.0
     r = subprocess.run([sys.executable, "-m", "nerflow.cli", "data"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2 and "params.yaml: params file not found" in r.stderr
+
+
+def test_a_partly_given_section_keeps_the_other_defaults():
+    from nerflow.config import ValidateParams, section
+
+    checks = section(ValidateParams, {"checks": {"subtoken_overflow": {"severity": "error"},
+                                                 "duplicates": {"error_fraction": 1.0},
+                                                 "leakage": {"severity": "off"}}}).checks
+    assert checks.subtoken_overflow.max_fraction == 0.01 and checks.subtoken_overflow.severity == "error"
+    assert checks.duplicates.max_fraction == 0.15 and checks.duplicates.severity == "warning"
+    assert checks.leakage.max_fraction == 0.10 and checks.leakage.error_fraction == 0.5

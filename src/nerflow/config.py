@@ -133,6 +133,10 @@ class FlaggedShare(WarningCheck):
     max_fraction: float = Field(0.1, ge=0, le=1, description="share of flagged rows above which the check fails")
 
 
+class SubtokenOverflow(FlaggedShare):
+    max_fraction: float = Field(0.01, ge=0, le=1, description="share of sentences over max_length above which the check fails")
+
+
 class FlaggedShareWithError(FlaggedShare):
     error_fraction: float = Field(0.5, ge=0, le=1, description=(
         "share of flagged rows above which the run stops, whatever the severity (unless the check is off)"))
@@ -142,6 +146,14 @@ class FlaggedShareWithError(FlaggedShare):
         if self.error_fraction < self.max_fraction:
             raise ValueError(f"error_fraction {self.error_fraction} is below max_fraction {self.max_fraction}")
         return self
+
+
+class Duplicates(FlaggedShareWithError):
+    max_fraction: float = Field(0.15, ge=0, le=1, description="share of duplicate sentences above which the check fails")
+
+
+class Leakage(FlaggedShareWithError):
+    max_fraction: float = Field(0.10, ge=0, le=1, description="share of dev/test sentences in train above which the check fails")
 
 
 class MinEntities(WarningCheck):
@@ -166,18 +178,14 @@ class Checks(Section):
     tag_format: Check = Field(default_factory=Check, description="every tag is O, B-<type> or I-<type>")
     iob2: Check = Field(default_factory=Check, description="valid IOB2: an I-X follows B-X or I-X")
     labels_in_train: Check = Field(default_factory=Check, description="every dev/test label occurs in train")
-    duplicates: FlaggedShareWithError = Field(
-        default_factory=lambda: FlaggedShareWithError(max_fraction=0.15, error_fraction=0.5),
-        description="duplicate sentences within a split (CoNLL-2003 train: 9.6%)")
-    leakage: FlaggedShareWithError = Field(
-        default_factory=lambda: FlaggedShareWithError(max_fraction=0.10, error_fraction=0.5),
-        description="dev/test sentences also in train (CoNLL-2003 dev: 5.9%)")
+    duplicates: Duplicates = Field(default_factory=Duplicates,
+                                   description="duplicate sentences within a split (CoNLL-2003 train: 9.6%)")
+    leakage: Leakage = Field(default_factory=Leakage, description="dev/test sentences also in train (CoNLL-2003 dev: 5.9%)")
     min_entities_per_type: MinEntities = Field(default_factory=MinEntities, description="enough train entities per type")
     type_drift: TypeDrift = Field(default_factory=TypeDrift, description="entity type shares: dev/test vs train")
     length_outliers: LengthOutliers = Field(default_factory=LengthOutliers, description="unusually long sentences")
-    subtoken_overflow: FlaggedShare = Field(
-        default_factory=lambda: FlaggedShare(max_fraction=0.01),
-        description="sentences over max_length sub-tokens (windowed by preprocess, never cut)")
+    subtoken_overflow: SubtokenOverflow = Field(
+        default_factory=SubtokenOverflow, description="sentences over max_length sub-tokens (windowed by preprocess, never cut)")
 
 
 class ValidateParams(Section):

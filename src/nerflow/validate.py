@@ -36,11 +36,12 @@ LABEL_PATTERN = r"^(?:O|[BI]-[^-\p{Z}\p{C}][^\p{Z}\p{C}]*)$"
 # use, spaces and line/paragraph separators, and format characters (U+200B, U+2060, U+FEFF,
 # bidi controls, soft hyphen) except ZWNJ/ZWJ (U+200C/U+200D), which Persian and Indic words and
 # emoji sequences hold: those only at a token's start or end. Unassigned code points are not
-# flagged (that depends on the Unicode version: a new emoji would fail).
-POISON_PATTERN = r"[\p{Cc}\p{Cs}\p{Co}\p{Z}]|[^\P{Cf}\x{200C}\x{200D}]|^[\x{200C}\x{200D}]|[\x{200C}\x{200D}]$"
+# flagged (that depends on the Unicode version: a new emoji would fail). The replacement character
+# U+FFFD is: it marks bytes some earlier tool could not decode.
+POISON_PATTERN = r"[\p{Cc}\p{Cs}\p{Co}\p{Z}\x{FFFD}]|[^\P{Cf}\x{200C}\x{200D}]|^[\x{200C}\x{200D}]|[\x{200C}\x{200D}]$"
 TEXT_CHARACTER = r"^[\p{Zs}\x{200C}\x{200D}]$"  # level char: a space or joiner is a token of its own
-POISON_DESCRIPTION = ("no control (C0/C1), format, private-use or whitespace character inside a token "
-                      "(ZWNJ/ZWJ only between two characters)")
+POISON_DESCRIPTION = ("no control (C0/C1), format, private-use, whitespace or replacement (U+FFFD) character "
+                      "inside a token (ZWNJ/ZWJ only between two characters)")
 
 
 class ValidationFailed(NerflowError):
