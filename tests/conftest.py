@@ -21,6 +21,20 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 SLICE = {"train": 240, "validation": 60, "test": 60}
 
 
+def _outputs_in_repo() -> set[Path]:
+    return {p for d in ("data", "models", "reports", "kfp-runs", ".bentoml") for p in (ROOT / d).rglob("*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_outputs_written_into_the_repo():
+    """Tests write under their tmp folders only: a step run with a default output path would
+    leave files in the checkout (and in the next commit)."""
+    before = _outputs_in_repo()
+    yield
+    stray = sorted(str(p.relative_to(ROOT)) for p in _outputs_in_repo() - before)
+    assert not stray, f"tests wrote into the repo: {stray[:10]}"
+
+
 def conll_source(split: str) -> Path:
     from nerflow.params import resolve_path
 

@@ -95,7 +95,8 @@ def test_killed_training_resumes_from_its_last_checkpoint(library_run, tmp_path)
     pfile = write_params(dict(library_run["params"], train=p), tmp_path / "params.yaml")
     out = tmp_path / "model"
     work = tmp_path / ".model.trainer"
-    cmd = CLI + ["--params", str(pfile), "train", "--features", str(library_run["features"]), "--out", str(out)]
+    cmd = CLI + ["--params", str(pfile), "train", "--features", str(library_run["features"]), "--out", str(out),
+                 "--curves", str(tmp_path / "curves")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (work / "checkpoint-20").exists():
