@@ -47,6 +47,10 @@ def test_data_params_typed_or_dict_give_the_same_dataset(conll_dir, tmp_path):
     typed = prepare_data(DataParams(**files, max_sentences=20), tmp_path / "typed")
     plain = prepare_data({**files, "max_sentences": 20}, tmp_path / "plain")
     assert typed == plain and typed["splits"]["train"]["sentences"] == 20
+    train = load_dataset_dir(tmp_path / "typed")["train"]
+    names = train.features["ner_tags"].feature.names
+    assert [(r["tokens"], [names[i] for i in r["ner_tags"]], r["source_line"]) for r in train] == [
+        (s.tokens, s.tags, s.line) for s in read_conll(conll_dir / "train.txt")[:20]]
     tables, sources, paths = read_corpus(DataParams(**files))
     assert tables["validation"].num_rows == 60 and paths == [conll_dir / f"{s}.txt" for s in SPLITS]
 
@@ -150,6 +154,17 @@ def test_only_lf_crlf_cr_end_a_conll_line(tmp_path, char):
     sentences = read_conll(path)
     assert [len(s.tokens) for s in sentences] == [323, 1]
     assert sentences[0].tokens[322] == f"form{char}feed" and sentences[1].line == 325
+
+
+def test_a_token_holding_a_form_feed_reaches_validation_at_its_line(tmp_path):
+    from nerflow.validate import validate_dataset
+
+    lines = [f"w{i} O" for i in range(322)] + ["form\x0cfeed O", "", "next B-PER"]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    prepare_data(same_file_splits(path), tmp_path / "ds")
+    summary = validate_dataset({"fail_on_error": False, "tokenizer": None}, tmp_path / "ds", tmp_path / "report")
+    check = next(c for c in summary["checks"] if c["name"] == "control_characters")
+    assert not check["success"] and f"{path}:323" in json.dumps(check)
 
 
 def test_cr_and_crlf_line_ends_mixed(tmp_path):
