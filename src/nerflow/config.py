@@ -262,7 +262,7 @@ class TrainParams(Section):
                                  json_schema_extra=NOT_OUTCOME)
 
     @model_validator(mode="after")
-    def _same_model_as_features(self):
+    def _patience_needs_evaluation(self):
         if self.early_stopping_patience and not self.eval_each_epoch:
             raise ValueError("early_stopping_patience needs eval_each_epoch: true")
         return self
