@@ -90,9 +90,8 @@ METRICS = ["reports/training/metrics.json"]
 
 def _imports(module: str) -> set[str]:
     """The nerflow modules ``module`` imports anywhere in its source (functions included)."""
-    path = PACKAGE_DIR / (module.split(".", 1)[1].replace(".", "/") + ".py") if "." in module else PACKAGE_DIR / "__init__.py"
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(_file(module).read_text(encoding="utf-8"))):
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
             [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
         if isinstance(node, ast.ImportFrom) and node.module == "nerflow":
