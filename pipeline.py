@@ -1,129 +1,225 @@
-"""The nerflow Kubeflow pipeline: data -> validate -> preprocess -> train -> evaluate -> register -> gate -> package.
+"""The nerflow Kubeflow pipeline: source -> data -> validate -> preprocess -> train -> evaluate -> register -> gate -> package.
 
-    python pipeline.py compile [--out pipeline.yaml]      write the pipeline spec
-    python pipeline.py run [--params params.yaml]         run the whole pipeline locally (no cluster)
-    python pipeline.py submit --host URL                  start a run on a KFP host
-    python pipeline.py schedule --host URL --cron "..."   a recurring run on a KFP host
+    python pipeline.py compile [--out pipeline.yaml]        write the pipeline spec
+    python pipeline.py run [--containers]                   run the whole pipeline locally (no cluster)
+    python pipeline.py submit --host URL [--repo URL]       start a run on a KFP host
+    python pipeline.py schedule --host URL --cron "..."     a recurring run on a KFP host
 
-On a cluster the components run in NERFLOW_IMAGE (build it from the Dockerfile and push it;
-set NERFLOW_IMAGE before compile/submit). Locally they run in this interpreter.
+A run names a git repository and a revision (default: this checkout and HEAD). The params file
+and every corpus source inside the repository are read there through DVC (from the DVC remote
+for what DVC tracks), so a run is reproducible from (repository, revision); the model records
+the commit and the data version. Components run in the nerflow image (``make image``; set
+NERFLOW_IMAGE / NERFLOW_GPU_IMAGE to where you pushed it): on the cluster, locally with
+``run --containers`` (kfp.local.DockerRunner), or in this interpreter with plain ``run``.
+register, gate and package share the registry: a volume (a PVC on a cluster) at /registry.
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 from kfp import dsl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
 from components.steps import (  # noqa: E402
+    GPU_IMAGE,
+    IMAGE,
     data_op,
     evaluate_op,
     gate_op,
     package_op,
     preprocess_op,
     register_op,
+    source_op,
+    train_gpu_op,
     train_op,
     validate_op,
 )
 
 PIPELINE_NAME = "nerflow"
-SECTIONS = ("data", "validate", "preprocess", "train", "evaluate", "registry", "gate", "package")
+REGISTRY_MOUNT = "/registry"  # where the registry volume is mounted in register, gate and package
+REGISTRY_PVC = "nerflow-registry"
 
 
-def make_pipeline(resources: dict | None = None, data_cache_key: str | None = None):
-    """The pipeline, with the train task's resource requests (``train.resources`` in params:
-    cpu, memory, gpus, accelerator; compiled in, not an input of the train component, so a
-    change of resources re-trains nothing). Each task gets only the params sections it reads.
-    gate and package are never cached: their result depends on the registry's production
-    model, not only on their inputs. ``data_cache_key`` (local runs): the data task's cache key,
-    from the data params and the corpus files' content, so an edited corpus is read again."""
-    resources = resources or {}
+def make_pipeline(resources: dict | None = None, registry_mount: str | None = REGISTRY_MOUNT,
+                  registry_pvc: str | None = None, credentials_secret: str | None = None):
+    """The pipeline. ``resources`` (``train.resources`` in params: cpu, memory, gpus,
+    accelerator, processes) are compiled into the train task: GPUs select the GPU image, and
+    more than one process runs training under torchrun. ``registry_mount``: the registry
+    volume's path in register, gate and package ($BENTOML_HOME there; None: the params'
+    ``registry.bentoml_home``, for runs in this interpreter); ``registry_pvc``: the
+    PersistentVolumeClaim mounted there on a cluster. ``credentials_secret``: a Kubernetes
+    Secret whose AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY let source and data read an S3 DVC
+    remote. gate and package are never cached: their result depends on the registry's
+    production model, not only on their inputs; source neither: a branch moves."""
+    from nerflow.config import Resources
+
+    res = Resources.model_validate(resources or {})
+
+    def on_registry(task):
+        if registry_mount:
+            task.set_env_variable("BENTOML_HOME", registry_mount)
+        if registry_pvc:
+            from kfp import kubernetes
+
+            kubernetes.mount_pvc(task, pvc_name=registry_pvc, mount_path=registry_mount or REGISTRY_MOUNT)
+        return task
+
+    def with_credentials(task):
+        if credentials_secret:
+            from kfp import kubernetes
+
+            kubernetes.use_secret_as_env(task, secret_name=credentials_secret, secret_key_to_env={
+                "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+        return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description="NER corpus in, gated and packaged NER model out")
-    def nerflow_pipeline(data_params: str, validate_params: str, preprocess_params: str, train_params: str,
-                         evaluate_params: str, registry_params: str, gate_params: str, package_params: str) -> bool:
-        data = data_op(data_params=data_params)
-        if data_cache_key:
-            data.set_caching_options(True, cache_key=data_cache_key)
-        validation = validate_op(validate_params=validate_params, dataset=data.outputs["dataset"])
-        features = preprocess_op(preprocess_params=preprocess_params, dataset=data.outputs["dataset"],
+    def nerflow_pipeline(repo: str, revision: str = "HEAD", params_file: str = "params.yaml", dvc_remote: str = "") -> bool:
+        source = with_credentials(source_op(repo=repo, revision=revision, params_file=params_file, dvc_remote=dvc_remote))
+        source.set_caching_options(False)
+        out = source.outputs
+        data = with_credentials(data_op(data_params=out["data_params"], repo=repo, revision=revision, dvc_remote=dvc_remote,
+                                        data_version=out["data_version"]))
+        validation = validate_op(validate_params=out["validate_params"], dataset=data.outputs["dataset"])
+        features = preprocess_op(preprocess_params=out["preprocess_params"], dataset=data.outputs["dataset"],
                                  validation_report=validation.outputs["report"])
-        trained = train_op(train_params=train_params, features=features.outputs["features"])
-        trained.set_cpu_request(str(resources.get("cpu", "2"))).set_memory_request(str(resources.get("memory", "8G")))
-        if int(resources.get("gpus", 0) or 0) > 0:
-            trained.set_accelerator_type(resources.get("accelerator", "nvidia.com/gpu"))
-            trained.set_accelerator_limit(int(resources["gpus"]))
-        evaluation = evaluate_op(evaluate_params=evaluate_params, model=trained.outputs["model"],
+        trained = (train_gpu_op if res.gpus else train_op)(train_params=out["train_params"], features=features.outputs["features"])
+        trained.set_cpu_request(res.cpu).set_memory_request(res.memory)
+        if res.gpus:
+            trained.set_accelerator_type(res.accelerator).set_accelerator_limit(res.gpus)
+        if res.nproc() > 1:
+            trained.set_env_variable("NERFLOW_NPROC", str(res.nproc()))
+            if res.gpus:  # NCCL between the processes needs more shared memory than a pod's default 64 MB
+                from kfp import kubernetes
+
+                kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+        evaluation = evaluate_op(evaluate_params=out["evaluate_params"], model=trained.outputs["model"],
                                  dataset=data.outputs["dataset"])
-        registered = register_op(registry_params=registry_params, train_params=train_params,
-                                 model=trained.outputs["model"], metrics_json=evaluation.outputs["metrics_json"])
-        gate = gate_op(gate_params=gate_params, registry_params=registry_params,
-                       predictions=evaluation.outputs["predictions"], registered=registered.outputs["registered"])
+        registered = on_registry(register_op(registry_params=out["registry_params"], train_params=out["train_params"],
+                                             model=trained.outputs["model"], metrics_json=evaluation.outputs["metrics_json"],
+                                             dataset=data.outputs["dataset"]))
+        gate = on_registry(gate_op(gate_params=out["gate_params"], registry_params=out["registry_params"],
+                                   predictions=evaluation.outputs["predictions"], registered=registered.outputs["registered"]))
         gate.set_caching_options(False)
         with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712  (KFP condition syntax)
-            package_op(registry_params=registry_params, package_params=package_params,
-                       decision=gate.outputs["decision"]).set_caching_options(False)
+            on_registry(package_op(registry_params=out["registry_params"], package_params=out["package_params"],
+                                   decision=gate.outputs["decision"])).set_caching_options(False)
         return gate.outputs["Output"]
 
     return nerflow_pipeline
 
 
-def pipeline_arguments(params) -> dict:
-    """The pipeline's inputs from validated params: one JSON text per section (train without
-    the resources, which are compiled into the train task)."""
-    sections = {name: params.section(name).to_dict() for name in SECTIONS}
-    sections["train"].pop("resources")
-    return {f"{name}_params": json.dumps(value, sort_keys=True) for name, value in sections.items()}
-
-
-def corpus_fingerprint(data_params) -> str:
-    """sha256 of the data params and the content of every corpus file they name."""
-    import hashlib
-
-    from nerflow.params import resolve_path
-
-    digest = hashlib.sha256(json.dumps(data_params.to_dict(), sort_keys=True).encode())
-    specs = [data_params.path] if data_params.path else [data_params.train, data_params.validation, data_params.test]
-    for spec in specs:
-        root = resolve_path(spec)
-        for path in sorted(root.rglob("*")) if root.is_dir() else [root]:
-            if path.is_file():
-                digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode())
-                with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        digest.update(block)
-    return digest.hexdigest()
-
-
-def compile_pipeline(out: str | Path = "pipeline.yaml", params_path: str | Path = "params.yaml") -> Path:
+def compile_pipeline(out: str | Path = "pipeline.yaml", params_path: str | Path = "params.yaml",
+                     registry_pvc: str | None = REGISTRY_PVC, credentials_secret: str | None = None) -> Path:
+    """The pipeline spec for a cluster: the train task's resources from ``params_path`` (this
+    checkout's), the registry PVC mounted in register, gate and package."""
     from kfp import compiler
 
     from nerflow.params import load_params
 
     resources = load_params(params_path).train.resources.to_dict()
-    compiler.Compiler().compile(make_pipeline(resources), str(out))
+    pipeline = make_pipeline(resources, REGISTRY_MOUNT, registry_pvc, credentials_secret)
+    compiler.Compiler().compile(pipeline, str(out))
     return Path(out)
 
 
-def run_locally(params_path: str | Path = "params.yaml", pipeline_root: str | Path = "kfp-runs",
-                caching: bool = True) -> dict:
-    """Run the whole pipeline in this interpreter with kfp.local; returns the gate decision and
-    where the artifacts went. With ``caching``, a task whose inputs did not change is not run
-    again (its earlier outputs under the same pipeline root are reused)."""
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def _local_remote(repo: Path) -> str:
+    """The checkout's default DVC remote (a relative folder made absolute), or ''."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        config = dvc_repo.config
+        name = config["core"].get("remote")
+        return str(config["remote"][name]["url"]) if name else ""
+
+
+def _docker_runner(mounts: dict[str, tuple[str, bool]], owned: list[Path]):
+    """kfp.local.DockerRunner with these bind mounts ({container path: (host path, read only)}).
+    The image runs as uid 1000: folders it writes are handed to that user when we are root."""
+    import docker
+    from docker.types import Mount
     from kfp import local
 
-    from nerflow.params import configure, load_params
+    from nerflow import NerflowError
 
-    params = load_params(params_path)
-    configure(params)
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # no daemon, no permission
+        raise NerflowError(f"docker: cannot reach the Docker daemon ({exc}); start dockerd (make docker)") from None
+    for image in {IMAGE, *( [GPU_IMAGE] if os.environ.get("NERFLOW_NEEDS_GPU_IMAGE") else [])}:
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise NerflowError(f"{image}: no such image here; build it with `make image` "
+                               "(or set NERFLOW_IMAGE to one you have)") from None
+    if os.getuid() == 0:
+        for folder in owned:
+            for path in [folder, *folder.rglob("*")]:
+                os.lchown(path, 1000, 1000)
+    return local.DockerRunner(mounts=[Mount(target, source, type="bind", read_only=ro)
+                                      for target, (source, ro) in mounts.items()])
+
+
+def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: str = "params.yaml",
+                pipeline_root: str | Path = "kfp-runs", caching: bool = True, containers: bool = False,
+                dvc_remote: str | None = None, registry: str | Path | None = None, mounts: tuple = ()) -> dict:
+    """Run the whole pipeline on this machine with kfp.local at (repo, revision): in this
+    interpreter, or with ``containers`` each component in the nerflow image (the repository,
+    a local DVC remote and ``mounts`` bind-mounted read-only at their own paths, the registry
+    folder at /registry). Returns the gate decision, the commit and where the artifacts went.
+    With ``caching``, a task whose inputs did not change is not run again."""
+    from kfp import local
+
+    from nerflow.params import configure
+    from nerflow.versioned import read_params
+
+    repo_path = Path(repo).resolve() if "://" not in str(repo) else None
+    if dvc_remote is None:
+        dvc_remote = _local_remote(repo_path) if repo_path else ""
+    params, commit = read_params(str(repo), revision, params_file, dvc_remote or None)  # fails here, before any task
+    configure()
+    if repo_path is not None:
+        changed = _git(repo_path, "status", "--porcelain", "--untracked-files=no")
+        if changed:
+            print(f"note: {repo_path} has uncommitted changes; this run reads {revision} = {commit[:12]}:\n{changed}",
+                  file=sys.stderr)
+    home = Path(params.registry.bentoml_home)
+    registry = Path(registry or (home if home.is_absolute() else (repo_path or Path.cwd()) / home)).resolve()
+    registry.mkdir(parents=True, exist_ok=True)
     root = Path(pipeline_root).resolve()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=caching)
-    key = corpus_fingerprint(params.data) if caching else None
-    run = make_pipeline(params.train.resources.to_dict(), key)(**pipeline_arguments(params))
-    return {"promoted": bool(run.output), "pipeline_root": str(root)}
+    root.mkdir(parents=True, exist_ok=True)
+    arguments = {"repo": str(repo_path or repo), "revision": revision, "params_file": params_file,
+                 "dvc_remote": dvc_remote}
+    resources = params.train.resources.to_dict()
+    if containers:
+        binds = {REGISTRY_MOUNT: (str(registry), False)}
+        if repo_path is not None:
+            binds[str(repo_path)] = (str(repo_path), True)
+        if dvc_remote and "://" not in dvc_remote:
+            binds[dvc_remote] = (dvc_remote, True)
+        for extra in mounts:
+            path = str(Path(extra).resolve())
+            binds[path] = (path, True)
+        if resources.get("gpus"):
+            os.environ["NERFLOW_NEEDS_GPU_IMAGE"] = "1"
+        runner = _docker_runner(binds, [root, registry])
+        local.init(runner=runner, pipeline_root=str(root), enable_caching=caching)
+        pipeline = make_pipeline(resources, REGISTRY_MOUNT)
+    else:
+        os.environ["BENTOML_HOME"] = str(registry)
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=caching)
+        pipeline = make_pipeline(resources, registry_mount=None)
+    run = pipeline(**arguments)
+    return {"promoted": bool(run.output), "commit": commit, "pipeline_root": str(root), "registry": str(registry)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,15 +227,41 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="write the pipeline spec (YAML)")
     c.add_argument("--out", default="pipeline.yaml")
+
+    def source_args(p, remote_repo: bool) -> None:
+        p.add_argument("--repo", default=None if remote_repo else str(ROOT),
+                       help="git repository the run reads params and data from: a path, file:// or https:// URL "
+                            + ("(default: this checkout's origin)" if remote_repo else "(default: this checkout)"))
+        p.add_argument("--params", default="params.yaml", help="params file, a path inside the repository")
+        p.add_argument("--dvc-remote", default=None,
+                       help="DVC remote URL replacing the repository's default one (s3://..., a folder)")
+
+    def cluster_args(p) -> None:
+        p.add_argument("--registry-pvc", default=REGISTRY_PVC,
+                       help=f"PersistentVolumeClaim (ReadWriteMany) holding the registry, mounted at {REGISTRY_MOUNT}")
+        p.add_argument("--credentials-secret", default=None,
+                       help="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for an S3 DVC remote")
+
     c.add_argument("--params", default="params.yaml", help="read for the train task's resource requests")
-    r = sub.add_parser("run", help="run the whole pipeline locally (kfp.local, no cluster)")
-    r.add_argument("--params", default="params.yaml")
+    cluster_args(c)
+    r = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local, no cluster)")
+    source_args(r, remote_repo=False)
+    r.add_argument("--revision", default="HEAD", help="commit, branch or tag (default: HEAD)")
     r.add_argument("--pipeline-root", default="kfp-runs")
     r.add_argument("--no-cache", action="store_true", help="run every task, even those whose inputs did not change")
+    r.add_argument("--containers", action="store_true",
+                   help="run each component in the nerflow image (kfp.local.DockerRunner), as on a cluster")
+    r.add_argument("--registry", default=None, help="registry folder (default: the params' registry.bentoml_home)")
+    r.add_argument("--mount", action="append", default=[],
+                   help="with --containers: a host path the params name (a model folder, say), mounted read-only")
     for name in ("submit", "schedule"):
         s = sub.add_parser(name, help=f"{name} a run on a KFP host")
         s.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.com")
-        s.add_argument("--params", default="params.yaml")
+        source_args(s, remote_repo=True)
+        s.add_argument("--revision", default=None,
+                       help="commit, branch or tag (default: this checkout's HEAD commit for submit, its branch for "
+                            "schedule, so each scheduled run takes the branch's newest commit)")
+        cluster_args(s)
         s.add_argument("--experiment", default="nerflow")
         s.add_argument("--namespace", default="kubeflow")
         if name == "schedule":
@@ -148,31 +270,53 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--pipeline-root", default=None, help="where the runs' artifacts go (default: the cluster's)")
     args = parser.parse_args(argv)
 
-    if args.command == "compile":
-        print(f"wrote {compile_pipeline(args.out, args.params)}")
-    elif args.command == "run":
-        result = run_locally(args.params, args.pipeline_root, caching=not args.no_cache)
-        print(json.dumps(result))
-    else:
-        import kfp
+    from nerflow import NerflowError
 
-        client = kfp.Client(host=args.host, namespace=args.namespace)
-        spec = compile_pipeline(Path(os.environ.get("TMPDIR", "/tmp")) / "nerflow-pipeline.yaml", args.params)
-        from nerflow.params import load_params
-
-        arguments = pipeline_arguments(load_params(args.params))
-        if args.command == "submit":
-            run = client.create_run_from_pipeline_package(str(spec), arguments=arguments, experiment_name=args.experiment)
-            print(f"submitted run {run.run_id}")
+    try:
+        if args.command == "compile":
+            print(f"wrote {compile_pipeline(args.out, args.params, args.registry_pvc, args.credentials_secret)}")
+        elif args.command == "run":
+            result = run_locally(args.repo, args.revision, args.params, args.pipeline_root, caching=not args.no_cache,
+                                 containers=args.containers, dvc_remote=args.dvc_remote, registry=args.registry,
+                                 mounts=tuple(args.mount))
+            print(json.dumps(result))
         else:
-            experiment = client.create_experiment(args.experiment, namespace=args.namespace)
-            # one run at a time, no back-fill of missed ticks: a retrain is a whole pipeline
-            job = client.create_recurring_run(
-                experiment_id=experiment.experiment_id, job_name=args.job_name, cron_expression=args.cron,
-                pipeline_package_path=str(spec), params=arguments, max_concurrency=1, no_catchup=True,
-                pipeline_root=args.pipeline_root,
-            )
-            print(f"scheduled recurring run {job.recurring_run_id} ({args.cron})")
+            return _remote(args)
+    except NerflowError as exc:
+        print(f"pipeline: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _remote(args) -> int:
+    """submit / schedule on a KFP host."""
+    import kfp
+
+    from nerflow import NerflowError
+
+    repo = args.repo or _git(ROOT, "remote", "get-url", "origin")
+    if not repo:
+        raise NerflowError("no --repo given and this checkout has no origin remote: name the git URL the cluster reads")
+    if args.command == "submit":
+        revision = args.revision or _git(ROOT, "rev-parse", "HEAD")
+    else:
+        revision = args.revision or _git(ROOT, "rev-parse", "--abbrev-ref", "HEAD")
+    arguments = {"repo": repo, "revision": revision, "params_file": args.params, "dvc_remote": args.dvc_remote or ""}
+    client = kfp.Client(host=args.host, namespace=args.namespace)
+    spec = compile_pipeline(Path(os.environ.get("TMPDIR", "/tmp")) / "nerflow-pipeline.yaml", ROOT / args.params,
+                            args.registry_pvc, args.credentials_secret)
+    if args.command == "submit":
+        run = client.create_run_from_pipeline_package(str(spec), arguments=arguments, experiment_name=args.experiment)
+        print(f"submitted run {run.run_id} ({repo}@{revision})")
+    else:
+        experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+        # one run at a time, no back-fill of missed ticks: a retrain is a whole pipeline
+        job = client.create_recurring_run(
+            experiment_id=experiment.experiment_id, job_name=args.job_name, cron_expression=args.cron,
+            pipeline_package_path=str(spec), params=arguments, max_concurrency=1, no_catchup=True,
+            pipeline_root=args.pipeline_root,
+        )
+        print(f"scheduled recurring run {job.recurring_run_id} ({args.cron}; {repo}@{revision})")
     return 0
 
 

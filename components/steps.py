@@ -1,36 +1,86 @@
 """KFP components: one lightweight component per pipeline step, each a thin call of the
 nerflow library. KFP serialises only the function source, so imports live inside the
-functions; on a cluster they run in ``NERFLOW_IMAGE`` (built from the repo's Dockerfile),
-locally in the current interpreter (kfp.local.SubprocessRunner).
+functions. They run in the nerflow image (Dockerfile; ``make image`` tags it with the git
+revision): on a cluster, with ``pipeline.py run --containers`` locally (kfp.local.DockerRunner),
+or in the current interpreter (kfp.local.SubprocessRunner). The image holds kfp, so no
+component installs anything when it starts.
 
-Each component takes only the params sections it reads (each as JSON text: KFP's struct
-values cannot hold a null; the library validates it into the typed section), so an edit of one key invalidates the cached results of the steps
-that read it and no others. register, gate and package share the registry (the BentoML store
-at ``registry.bentoml_home``): on a cluster, mount one volume there.
+A run names a git repository and revision: ``source_op`` reads the params file there (and
+resolves the revision to a commit); ``data_op`` reads the corpus there through DVC. Each
+component then takes only the params sections it reads (each as JSON text: KFP's struct values
+cannot hold a null; the library validates it into the typed section), so an edit of one key
+re-runs the steps that read it and no others. register, gate and package share the registry
+(the BentoML store at ``$BENTOML_HOME``): a volume mounted in each of them.
 """
 
 import os
+import subprocess
+from pathlib import Path
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-IMAGE = os.environ.get("NERFLOW_IMAGE", "nerflow:0.1.0")
+
+def _revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "latest"
 
 
-@dsl.component(base_image=IMAGE)
-def data_op(data_params: str, dataset: Output[Dataset]):
+# the images `make image` / `make image-gpu` build from this checkout (tagged with its revision);
+# set NERFLOW_IMAGE / NERFLOW_GPU_IMAGE to where you pushed them
+IMAGE = os.environ.get("NERFLOW_IMAGE") or f"nerflow:{_revision()}"
+GPU_IMAGE = os.environ.get("NERFLOW_GPU_IMAGE") or IMAGE.replace("nerflow:", "nerflow-gpu:", 1)
+component = dsl.component(base_image=IMAGE, install_kfp_package=False)
+
+@component
+def source_op(repo: str, revision: str, params_file: str, dvc_remote: str) -> NamedTuple("SourceOutputs", [
+        ("commit", str), ("data_version", str), ("data_params", str), ("validate_params", str),
+        ("preprocess_params", str), ("train_params", str), ("evaluate_params", str), ("registry_params", str),
+        ("gate_params", str), ("package_params", str)]):
+    """The params file at (repo, revision), validated, one JSON text per section; the commit the
+    revision names now; and the data version (the corpus sources' DVC hashes, not downloaded)."""
     import json
+    from typing import NamedTuple
 
-    from nerflow.data import prepare_data
     from nerflow.params import configure
+    from nerflow.versioned import data_version, opened, read_params
 
     configure()
-    manifest = prepare_data(json.loads(data_params), dataset.path)
+    params, commit = read_params(repo, revision, params_file, dvc_remote or None)
+    with opened(repo, commit, dvc_remote or None) as fs:
+        version = data_version(params.data, fs)
+    sections = {name: params.section(name).to_dict() for name in
+                ("data", "validate", "preprocess", "train", "evaluate", "registry", "gate", "package")}
+    sections["train"].pop("resources")  # compiled into the train task, not an input of it
+    print(f"source: {repo}@{revision} = {commit}; data version {version['hash'][:16]} {version['sources']}")
+    outputs = NamedTuple("SourceOutputs", [("commit", str), ("data_version", str)] +
+                         [(f"{name}_params", str) for name in sections])
+    return outputs(commit, version["hash"], *(json.dumps(v, sort_keys=True) for v in sections.values()))
+
+
+@component
+def data_op(data_params: str, repo: str, revision: str, dvc_remote: str, data_version: str, dataset: Output[Dataset]):
+    """The corpus read through DVC at (repo, revision). Cached on the data version, not the
+    commit: a commit that changes no data re-runs nothing after it."""
+    import json
+
+    from nerflow.params import configure
+    from nerflow.versioned import prepare_data_at
+
+    configure()
+    manifest = prepare_data_at(json.loads(data_params), repo, revision, dataset.path, dvc_remote or None,
+                               expected_version=data_version)
     dataset.metadata["content_hash"] = manifest["content_hash"]
     dataset.metadata["splits"] = manifest["splits"]
+    dataset.metadata["commit"] = manifest["origin"]["commit"]
+    dataset.metadata["data_version"] = manifest["origin"]["data_version"]
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def validate_op(validate_params: str, dataset: Input[Dataset], report: Output[Artifact]) -> bool:
     import json
 
@@ -43,7 +93,7 @@ def validate_op(validate_params: str, dataset: Input[Dataset], report: Output[Ar
     return summary["success"]
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def preprocess_op(preprocess_params: str, dataset: Input[Dataset], validation_report: Input[Artifact],
                   features: Output[Dataset]):
     import json
@@ -56,19 +106,23 @@ def preprocess_op(preprocess_params: str, dataset: Input[Dataset], validation_re
     features.metadata["splits"] = info["splits"]
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def train_op(train_params: str, features: Input[Dataset], model: Output[Model], curves: Output[Artifact]):
     import json
 
+    import os
+
     from nerflow.params import configure
-    from nerflow.train import train
+    from nerflow.train import train_processes
 
     configure()
-    summary = train(json.loads(train_params), features.path, model.path, curves.path)
+    # NERFLOW_NPROC: compiled in from train.resources (several GPUs or processes: torchrun)
+    summary = train_processes(json.loads(train_params), features.path, model.path, curves.path,
+                              nproc=int(os.environ.get("NERFLOW_NPROC", "1")))
     model.metadata.update({k: v for k, v in summary.items() if k != "dev_f1"})
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def evaluate_op(
     evaluate_params: str,
     model: Input[Model],
@@ -96,22 +150,26 @@ def evaluate_op(
     return m["f1"]
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def register_op(registry_params: str, train_params: str, model: Input[Model], metrics_json: Input[Artifact],
-                registered: Output[Artifact]) -> str:
+                dataset: Input[Dataset], registered: Output[Artifact]) -> str:
     import json
 
     from nerflow.params import configure
 
     configure(json.loads(registry_params))
+    from nerflow.data import read_manifest
     from nerflow.package import register
 
-    r = register(json.loads(registry_params), model.path, metrics_json.path, registered.path, json.loads(train_params))
+    # the model's revision: the repository and commit its corpus was read at
+    origin = read_manifest(dataset.path).get("origin")
+    r = register(json.loads(registry_params), model.path, metrics_json.path, registered.path, json.loads(train_params),
+                 origin=origin)
     registered.metadata["model_tag"] = r["model_tag"]
     return r["model_tag"]
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def gate_op(gate_params: str, registry_params: str, predictions: Input[Artifact], registered: Input[Artifact],
             decision: Output[Artifact]) -> bool:
     import json
@@ -128,7 +186,7 @@ def gate_op(gate_params: str, registry_params: str, predictions: Input[Artifact]
     return d["promote"]
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def package_op(registry_params: str, package_params: str, decision: Input[Artifact], record: Output[Artifact]) -> str:
     import json
 
@@ -140,3 +198,8 @@ def package_op(registry_params: str, package_params: str, decision: Input[Artifa
     r = package(json.loads(registry_params), json.loads(package_params), decision.path, record.path)
     record.metadata.update({k: v for k, v in r.items() if isinstance(v, (str, bool))})
     return r.get("model_tag") or ""
+
+
+# the train step in the GPU image (torch's CUDA build; nothing else differs): used when
+# train.resources asks for GPUs
+train_gpu_op = dsl.component(train_op.python_func, base_image=GPU_IMAGE, install_kfp_package=False)

@@ -140,13 +140,36 @@ def test_validation_failure_stops_dvc_before_training(dvc_repo, params, conll_di
     assert not (dvc_repo / "data/features").exists() and not (dvc_repo / "models/candidate").exists()
 
 
-def kfp_run(params, tmp_path, root, check=True):
-    """`pipeline.py run` with these params; returns the process and the folders of the runs so far
-    (one per run, holding a folder per task that ran: a cached task has none)."""
-    pfile = write_params(params, tmp_path / "params.yaml")
-    r = sh([sys.executable, str(ROOT / "pipeline.py"), "run", "--params", str(pfile), "--pipeline-root", str(root)], ROOT,
-           check=check)
-    return r, sorted((p for p in root.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+def versioned_repo(tmp_path, params, conll_dir) -> Path:
+    """A git repository whose corpus is tracked by DVC (pushed to a local remote) and whose
+    params.yaml names it by its path in the repository: what a KFP run reads at a revision."""
+    repo = tmp_path / "versioned"
+    (repo / "corpus").mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        shutil.copy(conll_dir / f"{split}.txt", repo / "corpus" / f"{split}.txt")
+        params["data"][split] = f"corpus/{split}.txt"
+    write_params(params, repo / "params.yaml")
+    sh("git init -q && git config user.email t@t && git config user.name t && dvc init -q && "
+       f"dvc remote add -d storage {tmp_path / 'dvc-remote'} && dvc add -q corpus && git add -A && git commit -qm v1 && "
+       "dvc push -q", repo)
+    shutil.rmtree(repo / ".dvc" / "cache")  # the corpus is in the remote and nowhere else
+    return repo
+
+
+def commit(repo: Path, params: dict, message: str) -> str:
+    write_params(params, repo / "params.yaml")
+    sh(f"dvc add -q corpus && dvc push -q && git add -A && git commit -qm '{message}'", repo)
+    return sh("git rev-parse HEAD", repo).stdout.strip()
+
+
+def kfp_run(repo, root, *extra, check=True):
+    """`pipeline.py run` at the repository's HEAD; returns the process and the folders of the
+    runs so far (one per run, holding a folder per task that ran: a cached task has none)."""
+    r = sh([sys.executable, str(ROOT / "pipeline.py"), "run", "--repo", str(repo), "--pipeline-root", str(root), *extra],
+           ROOT, check=check)
+    runs = sorted((p for p in root.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime) \
+        if root.exists() else []
+    return r, runs
 
 
 def check_gated_run(run_dir, params, promoted: bool) -> str:
@@ -167,58 +190,110 @@ def check_gated_run(run_dir, params, promoted: bool) -> str:
     return tag
 
 
-def test_compiled_pipeline_has_one_task_per_step_and_the_gate_condition(tmp_path):
-    out = tmp_path / "pipeline.yaml"
-    sh([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out", str(out)], ROOT)
+def test_compiled_pipeline_has_per_task_images_resources_registry_volume_and_versioned_inputs(tmp_path):
+    """The spec a cluster runs: the run's inputs are (repo, revision); source reads params and
+    the data version there, data takes that version; train runs in the GPU image under torchrun
+    when train.resources asks for two GPUs, the other tasks in the CPU image; register, gate
+    and package mount the registry PVC."""
     import yaml
 
-    spec = yaml.safe_load(out.read_text())
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["train"]["resources"].update(gpus=2, cpu="8", memory="32G")
+    pfile = write_params(p, tmp_path / "params.yaml")
+    out = tmp_path / "pipeline.yaml"
+    env = {"NERFLOW_IMAGE": "registry.example/nerflow:abc", "NERFLOW_GPU_IMAGE": "registry.example/nerflow-gpu:abc"}
+    r = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out", str(out), "--params", str(pfile),
+                        "--credentials-secret", "dvc-s3"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, **env}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    spec, platform = yaml.safe_load_all(out.read_text())  # the pipeline spec, then its Kubernetes platform spec
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"repo", "revision", "params_file", "dvc_remote"}
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"} <= set(tasks)
+    assert {"source-op", "data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op",
+            "gate-op"} <= set(tasks)
+    data_inputs = tasks["data-op"]["inputs"]["parameters"]
+    assert data_inputs["data_version"]["taskOutputParameter"] == {"outputParameterKey": "data_version",
+                                                                  "producerTask": "source-op"}
+    assert data_inputs["revision"]["componentInputParameter"] == "revision"
+    assert tasks["source-op"]["cachingOptions"] == {}  # never cached: a branch moves
     (condition,) = [t for t in tasks.values() if "triggerPolicy" in t]
     assert "gate-op-Output" in condition["triggerPolicy"]["condition"]
-    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(inner) == {"package-op"}
-    train_exec = spec["deploymentSpec"]["executors"]["exec-train-op"]["container"]
-    assert train_exec["resources"]["cpuRequest"] == 2.0 and "memoryRequest" in train_exec["resources"]
+    assert set(spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]) == {"package-op"}
+    executors = spec["deploymentSpec"]["executors"]
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    assert images.pop("exec-train-op") == env["NERFLOW_GPU_IMAGE"]
+    assert set(images.values()) == {env["NERFLOW_IMAGE"]}
+    train = executors["exec-train-op"]["container"]
+    assert train["resources"]["cpuRequest"] == 8.0 and train["resources"]["memoryRequest"] == 32.0  # GB
+    accelerator = train["resources"]["accelerator"]
+    assert accelerator["count"] == "2" and accelerator["resourceType"] == "nvidia.com/gpu"
+    assert {"name": "NERFLOW_NPROC", "value": "2"} in train["env"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-register-op", "exec-gate-op", "exec-package-op"):
+        assert k8s[name]["pvcMount"][0]["mountPath"] == "/registry" and k8s[name]["pvcMount"][0]["constant"] == "nerflow-registry"
+        assert {"name": "BENTOML_HOME", "value": "/registry"} in executors[name]["container"]["env"]
+    assert k8s["exec-train-op"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    for name in ("exec-source-op", "exec-data-op"):
+        assert k8s[name]["secretAsEnv"][0]["secretName"] == "dvc-s3"
+    assert all("pip install" not in " ".join(e["container"]["command"]) for e in executors.values())
 
 
 def test_validation_failure_stops_the_kfp_run_before_training(params, tmp_path, conll_dir):
-    bad = tmp_path / "train.txt"
-    bad.write_text((conll_dir / "train.txt").read_text() + "\nIn IN B-PP O\nParis NNP B-NP I-LOC\n")
-    params["data"]["train"] = str(bad)
-    r, (run_dir,) = kfp_run(params, tmp_path, tmp_path / "kfp", check=False)
+    repo = versioned_repo(tmp_path, params, conll_dir)
+    with open(repo / "corpus" / "train.txt", "a", encoding="utf-8") as fh:
+        fh.write("\nIn IN B-PP O\nParis NNP B-NP I-LOC\n")
+    commit(repo, params, "bad tag")
+    r, (run_dir,) = kfp_run(repo, tmp_path / "kfp", check=False)
     assert r.returncode != 0
-    assert "valid IOB2" in r.stdout + r.stderr
+    assert "valid IOB2" in r.stdout + r.stderr and "corpus/train.txt@" in r.stdout + r.stderr
     tasks = {p.name for p in run_dir.iterdir()}
     assert "train-op" not in tasks and "preprocess-op" not in tasks
     results = json.loads((run_dir / "validate-op" / "report" / "results.json").read_text())
     assert results["success"] is False and (run_dir / "validate-op" / "report" / "report.html").exists()
 
 
-def test_kfp_local_runs_both_gate_branches_and_reruns_only_what_an_edit_affects(params, tmp_path, conll_dir):
-    """A refused run, then a promoted one. Each task takes only its params sections: a gate edit
-    re-runs gate (never cached: it reads the registry) and package; a KFP resource edit re-trains
-    nothing; an edited corpus file is read again."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for split in ("train", "validation", "test"):
-        shutil.copy(conll_dir / f"{split}.txt", corpus / f"{split}.txt")
-        params["data"][split] = str(corpus / f"{split}.txt")
+def test_kfp_local_runs_both_gate_branches_at_a_revision_and_reruns_only_what_an_edit_affects(params, tmp_path, conll_dir):
+    """A refused run, then a promoted one, each at the repository's HEAD, the corpus read
+    through DVC from the remote. Each task takes only its params sections: a committed gate
+    edit re-runs gate (never cached: it reads the registry) and package, not data (same data
+    version) nor training; a KFP resource edit re-trains nothing; a new DVC version of the
+    corpus is read again. The model records the commit and the data version."""
+    from nerflow.registry import Registry
+
     params["gate"].update(min_f1=1.01)
+    repo = versioned_repo(tmp_path, params, conll_dir)
+    first = sh("git rev-parse HEAD", repo).stdout.strip()
     root = tmp_path / "kfp"
-    r, runs = kfp_run(params, tmp_path, root)
-    assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is False
-    everything = {"data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"}
+    r, runs = kfp_run(repo, root)
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["promoted"] is False and result["commit"] == first
+    everything = {"source-op", "data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"}
     assert {p.name for p in runs[-1].iterdir()} == everything
     tag = check_gated_run(runs[-1], params, promoted=False)
+    manifest = json.loads((runs[-1] / "data-op" / "dataset" / "manifest.json").read_text())
+    assert manifest["origin"]["commit"] == first and manifest["sources"]["train"] == f"corpus/train.txt@{first[:12]}"
+    assert all(v.startswith("md5:") for v in manifest["origin"]["sources"].values())  # read through DVC
+
     params["gate"]["min_f1"] = 0.0
-    params["train"]["resources"] = {"cpu": "4", "memory": "16G", "gpus": 1, "accelerator": "nvidia.com/gpu"}
-    r, runs = kfp_run(params, tmp_path, root)
-    assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is True
-    assert {p.name for p in runs[-1].iterdir()} == {"gate-op", "package-op"}
+    params["train"]["resources"] = {"cpu": "4", "memory": "16G"}
+    second = commit(repo, params, "gate: no floor")
+    r, runs = kfp_run(repo, root)
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["promoted"] is True and result["commit"] == second
+    assert {p.name for p in runs[-1].iterdir()} == {"source-op", "gate-op", "package-op"}
     assert check_gated_run(runs[-1], params, promoted=True) == tag
-    with open(corpus / "test.txt", "a", encoding="utf-8") as fh:  # a new data version, same params
+    info = Registry("nerflow-ner", params["registry"]["bentoml_home"]).info(tag)["metadata"]
+    assert info["git_revision"] == first and info["data_version"] == manifest["origin"]["data_version"]
+    assert info["data_hash"] == manifest["content_hash"] and info["source_repo"] == str(repo)
+
+    with open(repo / "corpus" / "test.txt", "a", encoding="utf-8") as fh:  # a new data version, same params
         fh.write("\nBerlin NNP B-NP B-LOC\n")
-    _, runs = kfp_run(params, tmp_path, root)
+    third = commit(repo, params, "data v2")
+    _, runs = kfp_run(repo, root)
     assert {p.name for p in runs[-1].iterdir()} >= {"data-op", "evaluate-op", "gate-op"}
+    assert json.loads((runs[-1] / "data-op" / "dataset" / "manifest.json").read_text())["origin"]["commit"] == third
+    from nerflow.versioned import data_version, opened, read_params
+
+    old, at = read_params(str(repo), first[:12])  # the first revision is still there, with its data
+    with opened(str(repo), first) as fs:
+        assert at == first and data_version(old.data, fs)["hash"] == manifest["origin"]["data_version"]

@@ -225,6 +225,12 @@ class Resources(Section):
     memory: str = Field("8G", description="memory request of the KFP train task")
     gpus: int = Field(0, ge=0, description="GPUs for the KFP train task")
     accelerator: str = Field("nvidia.com/gpu", description="accelerator type of those GPUs")
+    processes: int = Field(0, ge=0, description="training processes in the KFP train task, launched by torchrun "
+                                                "when more than one (0: one per GPU, or 1 without GPUs)")
+
+    def nproc(self) -> int:
+        """How many processes the train task runs (torchrun's --nproc_per_node)."""
+        return self.processes or max(self.gpus, 1)
 
 
 class TrainParams(Section):

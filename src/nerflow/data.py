@@ -161,8 +161,17 @@ def _canonical(table: pa.Table, labels: list[str], features) -> pa.Table:
                     schema=features.arrow_schema)
 
 
-def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Read the corpus named in ``params`` (the `data` section) into the canonical dataset."""
+def _renamed(source: str, names: dict[str, str]) -> str:
+    for local, name in names.items():
+        source = source.replace(local, name)
+    return source
+
+
+def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path, origin: dict[str, Any] | None = None,
+                 source_names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Read the corpus named in ``params`` (the `data` section) into the canonical dataset.
+    ``origin`` (KFP path, nerflow.versioned): the repository, commit and source versions the
+    corpus was read at, kept in the manifest; ``source_names``: how to name a scratch copy."""
     from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Sequence, Value, disable_progress_bars
 
     disable_progress_bars()
@@ -192,7 +201,7 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path) -> di
         "formats": split_fmts,
         "source_units": {split: kinds.get(split_fmts[split], "records") for split in tables},
         "labels": labels,
-        "sources": sources,
+        "sources": {split: _renamed(src, source_names or {}) for split, src in sources.items()},
         "scheme_read": p.scheme,
         "splits": {
             split: {
@@ -203,6 +212,8 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path) -> di
             for split, t in tables.items()
         },
     }
+    if origin:
+        manifest["origin"] = origin
     with atomic_dir(out_dir) as tmp:
         dataset.save_to_disk(str(tmp))
         write_json(tmp / MANIFEST, manifest)

@@ -76,9 +76,12 @@ def register(
     record_out: str | Path,
     train_params: TrainParams | dict[str, Any] | None = None,
     root: str | Path | None = None,
+    origin: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Step `register`: store the trained model in the BentoML model store as a candidate,
-    with its metrics, train params, data hash and git revision."""
+    with its metrics, train params, data hash and git revision. ``origin`` (the KFP path: the
+    dataset manifest's record of the repository and commit the corpus was read at) gives the
+    revision; otherwise it is the checkout's HEAD."""
     from nerflow.params import project_root
 
     model_dir = Path(model_dir)
@@ -86,7 +89,7 @@ def register(
         raise NerflowError(f"{model_dir}: not a trained nerflow model (no {MODEL_INFO})")
     info = read_json(model_dir / MODEL_INFO)
     metrics = read_json(metrics_path)
-    revision = git_revision(root or project_root())
+    revision = origin["commit"] if origin else git_revision(root or project_root())
     metadata = {
         "metrics": {k: metrics[k] for k in ("f1", "precision", "recall", "macro_f1", "accuracy", "per_type", "scheme", "split",
                                              "sentences") if k in metrics},
@@ -99,6 +102,9 @@ def register(
         "base_model": str(info.get("base_model")),
         "git_revision": revision,
     }
+    if origin:
+        metadata.update(source_repo=origin["repo"], data_version=origin["data_version"],
+                        data_sources_json=json.dumps(origin["sources"], sort_keys=True))
     labels = {"data": info["content_hash"][:16], "git": revision[:12]}
     registry = registry_for(params)
     tag = registry.register(model_dir, metadata, labels)

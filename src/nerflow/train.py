@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nerflow import NerflowError
-from nerflow.atomic import atomic_dir, write_json
+from nerflow.atomic import atomic_dir, read_json, write_json
 from nerflow.config import TrainParams, outcome_keys, section
 from nerflow.device import resolve_precision
 from nerflow.params import resolve_path
@@ -306,3 +306,31 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
 
         shutil.rmtree(work_dir, ignore_errors=True)
     return summary
+
+
+def train_processes(params: TrainParams | dict[str, Any], features_dir: str | Path, model_out: str | Path,
+                    curves_dir: str | Path | None = None, nproc: int = 1) -> dict[str, Any]:
+    """:func:`train` in ``nproc`` processes: one (this one) as is, several under torchrun
+    (``torch.distributed.run --standalone``: one node, DDP over NCCL on GPUs, gloo on CPUs).
+    Rank 0 writes the model and curves; the summary is read back from what it wrote."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    if nproc <= 1:
+        return train(params, features_dir, model_out, curves_dir)
+    params = section(TrainParams, params)
+    with tempfile.TemporaryDirectory(prefix="nerflow-torchrun-") as tmp:
+        pfile = Path(tmp) / "params.yaml"
+        # the features' tokenizer is the model's (params require preprocess.model == train.model)
+        pfile.write_text(yaml.safe_dump({"train": params.to_dict(), "preprocess": {"model": params.model}}))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "nerflow.cli", "--params", str(pfile), "train", "--features", str(features_dir), "--out", str(model_out)]
+        if curves_dir is not None:
+            cmd += ["--curves", str(curves_dir)]
+        result = subprocess.run(cmd)
+    if result.returncode != 0:
+        raise NerflowError(f"torchrun with {nproc} processes failed (exit {result.returncode}): see its output above")
+    return read_json(Path(model_out) / MODEL_INFO)["train"]
