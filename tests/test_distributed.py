@@ -1,4 +1,5 @@
-"""Training under torchrun: two CPU processes (gloo) train the tiny model as one process does."""
+"""Training under torchrun (the launcher the KFP train task uses): two CPU processes (gloo) train
+the tiny model as one process does."""
 
 import json
 import os
@@ -22,20 +23,24 @@ def test_torchrun_two_processes_train_like_one(library_run, tmp_path):
              "--curves", str(tmp_path / "curves-one")], one, check=True)
 
     p["train"]["batch_size"] = 16  # per process: the same global batch of 32
-    two = write_params(p, tmp_path / "two.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("BENTOML_HOME", None)
-    r = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "-m", "nerflow.cli", "--params", str(two), "train",
-                        "--features", str(library_run["features"]), "--out", str(tmp_path / "two"),
-                        "--curves", str(tmp_path / "curves-two")],
+    # the launcher the KFP train task uses when train.resources asks for several processes
+    launch = ("import json, sys; from nerflow.train import train_processes; "
+              "s = train_processes(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], nproc=2); "
+              "print('summary:', json.dumps(s))")
+    r = subprocess.run([sys.executable, "-c", launch, json.dumps(p["train"]), str(library_run["features"]),
+                        str(tmp_path / "two"), str(tmp_path / "curves-two")],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert sum(line.startswith("train: ") for line in r.stdout.splitlines()) == 1  # printed by rank 0 only
+    summary = json.loads(r.stdout.split("summary: ", 1)[1])
 
     single = json.loads((tmp_path / "one" / "nerflow.json").read_text())
     multi = json.loads((tmp_path / "two" / "nerflow.json").read_text())  # saved once, by rank 0
     assert multi["labels"] == single["labels"]
     assert multi["train"]["steps"] == single["train"]["steps"]  # the same global batches per epoch
+    assert summary == multi["train"]  # what the launcher returns is what rank 0 wrote
     best_one = max(d["f1"] for d in single["train"]["dev_f1"])
     best_two = max(d["f1"] for d in multi["train"]["dev_f1"])
     assert best_one > 0.05 and abs(best_two - best_one) < 0.1, (best_one, best_two)

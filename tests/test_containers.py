@@ -1,0 +1,126 @@
+"""The KFP pipeline with every component in the nerflow image (kfp.local.DockerRunner), as on
+a cluster: the corpus read through DVC at a git revision from a mounted remote, the registry on
+a mounted volume written by the image's non-root user, both gate branches; then the promoted
+Bento served from that volume.
+
+Needs a Docker daemon and the image (`make test` runs `make docker image` first). Without them
+the test is skipped with the reason, except in CI (CI=true), where it fails.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import ROOT, free_port
+from test_dvc_kfp import check_gated_run, commit, kfp_run, versioned_repo
+
+EVERYTHING = {"source-op", "data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"}
+
+
+def image_or_skip() -> str:
+    sys.path.insert(0, str(ROOT))
+    from components.steps import IMAGE
+
+    reason = None
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        try:
+            client.images.get(IMAGE)
+        except docker.errors.ImageNotFound:
+            reason = f"the image {IMAGE} is not built (make image)"
+    except Exception as exc:  # no daemon, no permission
+        reason = f"no Docker daemon here ({exc.__class__.__name__}: {exc}); `make docker` installs and starts one"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the containerized pipeline: {reason}")
+        pytest.skip(reason)
+    return IMAGE
+
+
+def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_the_registry_volume(params, tmp_path,
+                                                                                                   conll_dir):
+    image = image_or_skip()
+    model = params["train"]["model"]  # the tiny model: a host folder the params name, mounted read-only
+    params["train"]["max_steps"] = 120  # long enough to find entities
+    params["gate"]["min_f1"] = 1.01
+    params["package"]["build_bento"] = True
+    repo = versioned_repo(tmp_path, params, conll_dir)
+    root = tmp_path / "kfp"
+    registry = Path(params["registry"]["bentoml_home"])
+
+    start = time.time()
+    r, runs = kfp_run(repo, root, "--containers", "--mount", model)
+    refused_s = time.time() - start
+    assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is False
+    assert {p.name for p in runs[-1].iterdir()} == EVERYTHING
+    assert r.stdout.count(f"Found image '{image}'") == len(EVERYTHING)  # every task ran in the image
+    tag = check_gated_run(runs[-1], params, promoted=False)
+    manifest = json.loads((runs[-1] / "data-op" / "dataset" / "manifest.json").read_text())
+    assert all(v.startswith("md5:") for v in manifest["origin"]["sources"].values())  # from the DVC remote
+    # written in the container by the image's user (uid 1000), not root
+    assert (registry / "models" / "nerflow-ner").stat().st_uid == 1000
+    assert (runs[-1] / "train-op" / "model").stat().st_uid == 1000
+
+    params["gate"]["min_f1"] = 0.0
+    second = commit(repo, params, "gate: no floor")
+    start = time.time()
+    r, runs = kfp_run(repo, root, "--containers", "--mount", model)
+    promoted_s = time.time() - start
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["promoted"] is True and result["commit"] == second
+    assert {p.name for p in runs[-1].iterdir()} == {"source-op", "gate-op", "package-op"}  # the rest cached
+    assert check_gated_run(runs[-1], params, promoted=True) == tag
+    print(f"containerized pipeline: refused run {refused_s:.0f} s (all tasks), promoted run {promoted_s:.0f} s")
+
+    from nerflow.predict import WordTagger, tag_texts
+    from nerflow.registry import Registry
+
+    reg = Registry("nerflow-ner", registry)
+    bento = reg.state()["bentos"][tag]
+    texts = ["EU rejects German call to boycott British lamb .", "Peter Blackburn", "BRUSSELS 1996-08-22"]
+    def spans(result):
+        return [[(e["type"], e["text"], e["start"], e["end"]) for e in ents] for ents in result]
+
+    expected = spans(tag_texts(WordTagger(reg.model_dir(tag)), texts))  # the registry's model, run here
+    assert any(expected), "the model should find entities in these train sentences"
+
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(registry)}
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", bento, "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError("server did not come up:\n" + (tmp_path / "serve.log").read_text()[-3000:])
+            time.sleep(0.5)
+        got = requests.post(f"{url}/extract", json={"texts": texts}, timeout=60)
+        assert got.status_code == 200, got.text
+        assert spans(got.json()) == expected
+        info = requests.post(f"{url}/model_info", json={}, timeout=30).json()
+        assert info["tag"] == tag and info["git_revision"] == manifest["origin"]["commit"]
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
