@@ -141,6 +141,19 @@ def _local_remote(repo: Path) -> str:
         return str(config["remote"][name]["url"]) if name else ""
 
 
+def _unreadable(path: Path, uid: int = 1000) -> Path | None:
+    """The first file or folder under ``path`` that the image's user cannot read, or None."""
+    import stat
+
+    for item in [path, *(path.rglob("*") if path.is_dir() else [])]:
+        st = item.stat()
+        need = (stat.S_IROTH | stat.S_IXOTH) if item.is_dir() else stat.S_IROTH
+        owner = (stat.S_IRUSR | stat.S_IXUSR) if item.is_dir() else stat.S_IRUSR
+        if not (st.st_mode & need == need or (st.st_uid == uid and st.st_mode & owner == owner)):
+            return item
+    return None
+
+
 def _docker_runner(mounts: dict[str, tuple[str, bool]], owned: list[Path]):
     """kfp.local.DockerRunner with these bind mounts ({container path: (host path, read only)}).
     The image runs as uid 1000: folders it writes are handed to that user when we are root."""
@@ -179,6 +192,7 @@ def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: st
     With ``caching``, a task whose inputs did not change is not run again."""
     from kfp import local
 
+    from nerflow import NerflowError
     from nerflow.params import configure
     from nerflow.versioned import read_params
 
@@ -207,8 +221,14 @@ def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: st
         if dvc_remote and "://" not in dvc_remote:
             binds[dvc_remote] = (dvc_remote, True)
         for extra in mounts:
-            path = str(Path(extra).resolve())
-            binds[path] = (path, True)
+            path = Path(extra).resolve()
+            if not path.exists():
+                raise NerflowError(f"--mount {extra}: no such file or folder")
+            bad = _unreadable(path)
+            if bad is not None:
+                raise NerflowError(f"--mount {extra}: {bad} is not readable by the image's user (uid 1000); "
+                                   f"chmod -R a+rX {path}")
+            binds[str(path)] = (str(path), True)
         if resources.get("gpus"):
             os.environ["NERFLOW_NEEDS_GPU_IMAGE"] = "1"
         runner = _docker_runner(binds, [root, registry])
