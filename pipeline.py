@@ -305,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     except NerflowError as exc:
         print(f"pipeline: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # kfp.local: a task failed; its own error is in the log above
+        if "finished with status FAILURE" not in str(exc):
+            raise
+        print(f"pipeline: error: {exc} (its error is in the task's log above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -128,3 +128,11 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+    with open(repo / "corpus" / "train.txt", "a", encoding="utf-8") as fh:  # bad data stops the run in its container
+        fh.write("\nIn IN B-PP O\nParis NNP B-NP I-LOC\n")
+    bad = commit(repo, params, "bad tag")
+    r, runs = kfp_run(repo, root, "--containers", "--mount", model, check=False)
+    assert r.returncode == 1 and "Inner task failed: 'validate-op'" in r.stderr
+    assert f"(corpus/train.txt@{bad[:12]}:" in r.stdout + r.stderr and "valid IOB2" in r.stdout + r.stderr
+    assert {p.name for p in runs[-1].iterdir()} == {"source-op", "data-op", "validate-op"}
