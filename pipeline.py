@@ -133,9 +133,16 @@ def _git(repo: Path, *args: str) -> str:
 
 def _local_remote(repo: Path) -> str:
     """The checkout's default DVC remote (a relative folder made absolute), or ''."""
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
-    with Repo(str(repo)) as dvc_repo:
+    if not (repo / ".dvc").is_dir():
+        return ""
+    try:
+        dvc_repo = Repo(str(repo))
+    except NotDvcRepoError:
+        return ""
+    with dvc_repo:
         config = dvc_repo.config
         name = config["core"].get("remote")
         return str(config["remote"][name]["url"]) if name else ""

@@ -297,3 +297,17 @@ def test_kfp_local_runs_both_gate_branches_at_a_revision_and_reruns_only_what_an
     old, at = read_params(str(repo), first[:12])  # the first revision is still there, with its data
     with opened(str(repo), first) as fs:
         assert at == first and data_version(old.data, fs)["hash"] == manifest["origin"]["data_version"]
+
+
+def test_a_bad_param_at_the_revision_stops_the_run_before_any_task(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("data:\n  tag_colum: 1\n")
+    sh("git init -q && git config user.email t@t && git config user.name t && git add -A && git commit -qm bad", repo)
+    head = sh("git rev-parse HEAD", repo).stdout.strip()
+    r, runs = kfp_run(repo, tmp_path / "kfp", check=False)
+    assert r.returncode == 2 and not runs
+    assert f"{repo}@{head[:12]}:params.yaml:2: data.tag_colum: unknown key; did you mean data.tag_column?" in r.stderr
+    r, _ = kfp_run(repo, tmp_path / "kfp", "--revision", "no-such-branch", check=False)
+    assert r.returncode == 2 and f"pipeline: error: {repo}@no-such-branch: cannot open the repository" in r.stderr
+    assert r.stderr.count("\n") <= 2, r.stderr

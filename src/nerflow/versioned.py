@@ -41,13 +41,13 @@ def opened(repo: str, revision: str, remote: str | None = None) -> Iterator[Any]
     """The repository at ``revision`` as a DVC file system; ``remote``: a DVC remote URL that
     replaces the repository's default one (a local folder here, s3://... on a cluster)."""
     from dvc.api import DVCFileSystem
-    from dvc.scm import SCMError  # RevError (an unknown revision) too
+    from dvc.exceptions import DvcException  # an unknown revision, not a repository, ...
 
     kwargs = {"remote_config": {"url": remote}} if remote else {}
     try:
         fs = DVCFileSystem(repo_url(repo), rev=revision or "HEAD", **kwargs)
         fs.ls("/", detail=False)
-    except (SCMError, OSError, ValueError) as exc:
+    except (DvcException, OSError, ValueError) as exc:
         raise NerflowError(f"{repo}@{revision}: cannot open the repository at that revision: {exc}") from None
     try:
         yield fs
