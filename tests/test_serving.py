@@ -4,16 +4,14 @@ health and metrics, concurrency, the page in headless Chromium, and fuzzing of t
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import free_port, run_cli, write_params
+from conftest import bentoml_server, run_cli, write_params
 
 TEXT = "Angela Merkel visited Paris, France."
 # split_words gives: Angela Merkel visited Paris , France .
@@ -46,7 +44,6 @@ def server(library_run, tmp_path_factory):
     params = dict(library_run["params"], registry={"model_name": "nerflow-ner", "bentoml_home": str(work / "bentoml")},
                   package={"build_bento": True})
     pfile = write_params(params, work / "params.yaml")
-    env = {k: v for k, v in os.environ.items() if k != "BENTOML_HOME"}
     run_cli(["register", "--model", str(model), "--metrics", str(library_run["metrics"]), "--out", str(work / "registered.json")],
         pfile, check=True)
     tag = json.loads((work / "registered.json").read_text())["model_tag"]
@@ -54,32 +51,8 @@ def server(library_run, tmp_path_factory):
     from nerflow.registry import Registry
 
     bento = Registry("nerflow-ner", work / "bentoml").state()["bentos"][tag]
-    port = free_port()
-    log = open(work / "serve.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
-        env={**env, "BENTOML_HOME": str(work / "bentoml")}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    try:
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or busy starting
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError("server did not come up:\n" + (work / "serve.log").read_text()[-3000:])
-            time.sleep(0.5)
+    with bentoml_server(bento, work / "bentoml", work / "serve.log") as url:
         yield {"url": url, "tag": tag, "bento": bento, "home": work / "bentoml"}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_entities_with_character_offsets(server):
