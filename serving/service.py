@@ -9,7 +9,11 @@
 Both tagging endpoints are adaptively batched across requests. Long texts are cut into
 overlapping windows and every word is tagged, never truncated. Requests over the limits
 (texts or sentences per request, characters per text, tokens per sentence) get a 400 that
-names the limit.
+names the limit; a body over NERFLOW_MAX_REQUEST_BYTES a 413 before it is read. With
+NERFLOW_API_TOKEN (or NERFLOW_API_TOKEN_FILE) every endpoint but health, readiness, metrics and
+the page's files needs ``Authorization: Bearer <token>``. /metrics carries
+``nerflow_model_info{model_tag=...}``. SIGTERM drains: requests in flight are answered, open
+connections are closed after their next answer (NERFLOW_DRAIN_SECONDS), then the worker stops.
 
 Which model: ``NERFLOW_MODEL_TAG`` if set (a built Bento sets it), else the registry's
 production model (``nerflow registry show``). From the repo root:
@@ -32,6 +36,14 @@ try:
 except ImportError:  # inside a Bento: the library travels as src/nerflow
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from nerflow.guard import (  # noqa: E402
+    RequestGuard,
+    api_token,
+    install_client_error_filter,
+    install_drain,
+    max_request_bytes,
+    publish_served_model,
+)
 from nerflow.predict import WordTagger, entities_from_tags, tag_texts  # noqa: E402
 
 MAX_ITEMS = int(os.environ.get("NERFLOW_MAX_ITEMS", "32"))  # texts or sentences in one request
@@ -123,6 +135,7 @@ class NERService:
         torch.set_num_threads(int(os.environ.get("NERFLOW_TORCH_THREADS") or max(1, (os.cpu_count() or 1) // WORKERS)))
         self.tagger = WordTagger(self.model_ref.path)
         stored = getattr(self.model_ref, "stored", self.model_ref)  # resolved to the stored Model in a worker
+        publish_served_model(str(stored.tag))
         meta = stored.info.metadata
         metrics = dict(meta.get("metrics") or {})
         self.info = ModelInfo(
@@ -161,3 +174,11 @@ class NERService:
     def model_info(self) -> ModelInfo:
         """The served model: tag, test metrics, labels, data version, git revision, limits."""
         return self.info
+
+
+# in front of every endpoint: the request size limit (413) and, with NERFLOW_API_TOKEN(_FILE), bearer
+# auth (401; /livez /readyz /healthz /metrics and the page's files stay open); client errors logged
+# as one warning line (nerflow.guard)
+NERService.add_asgi_middleware(RequestGuard, token=api_token(), max_bytes=max_request_bytes())
+install_client_error_filter()
+install_drain()  # SIGTERM: keep-alive connections are closed after their next answer, not dropped

@@ -161,16 +161,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def bentoml_server(bento: str, home: Path, log_path: Path, timeout: float = 180):
-    """A real `bentoml serve BENTO` from the store ``home`` on a free loopback port, until it
-    answers /readyz; yields its URL and stops it (SIGTERM to its process group) afterwards."""
+def bentoml_server(bento: str, home: Path, log_path: Path, timeout: float = 180, env: dict | None = None):
+    """A real `bentoml serve BENTO` from the store ``home`` on a free loopback port (``env``:
+    more environment), until it answers /readyz; yields its URL, process and log path, and stops
+    it (SIGTERM to its process group) afterwards."""
+    from types import SimpleNamespace
+
     import signal
     import time
 
     import requests
 
     port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(home)}
+    env = {**os.environ, **(env or {}), "BENTOML_HOME": str(home)}
     log = open(log_path, "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", bento, "--host", "127.0.0.1",
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -186,13 +189,14 @@ def bentoml_server(bento: str, home: Path, log_path: Path, timeout: float = 180)
             if proc.poll() is not None or time.time() > deadline:
                 raise AssertionError("server did not come up:\n" + Path(log_path).read_text()[-3000:])
             time.sleep(0.5)
-        yield url
+        yield SimpleNamespace(url=url, proc=proc, log=Path(log_path))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
         log.close()
 
 

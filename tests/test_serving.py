@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -51,8 +52,9 @@ def server(library_run, tmp_path_factory):
     from nerflow.registry import Registry
 
     bento = Registry("nerflow-ner", work / "bentoml").state()["bentos"][tag]
-    with bentoml_server(bento, work / "bentoml", work / "serve.log") as url:
-        yield {"url": url, "tag": tag, "bento": bento, "home": work / "bentoml"}
+    # a 1 MB request limit (default 4 MiB) keeps the chunked 413 case small
+    with bentoml_server(bento, work / "bentoml", work / "serve.log", env={"NERFLOW_MAX_REQUEST_BYTES": "1000000"}) as s:
+        yield {"url": s.url, "tag": tag, "bento": bento, "home": work / "bentoml", "log": s.log, "work": work}
 
 
 def test_entities_with_character_offsets(server):
@@ -236,3 +238,134 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
             assert 200 in codes, (path, sorted(set(codes)))
         if mode == "negative" and path != "/model_info":
             assert 400 in codes, (path, sorted(set(codes)))
+
+
+def raw_post(url: str, path: str, head: dict, body: bytes) -> tuple[int, bytes]:
+    """A POST written by hand on a socket: the headers say what we like, the body is what we send."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    with socket.create_connection((host, port), timeout=30) as sock:
+        lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
+                 *(f"{k}: {v}" for k, v in head.items()), "Connection: close", "", ""]
+        sock.sendall("\r\n".join(lines).encode() + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(server):
+    # a 50 MB body announced, 10 bytes of it sent: the answer comes without waiting for the rest
+    t = time.time()
+    status, body = raw_post(server["url"], "/extract", {"Content-Length": str(50 * 10**6)}, b'{"texts": ')
+    assert status == 413 and time.time() - t < 5
+    assert "request body over the limit of 1000000 bytes (NERFLOW_MAX_REQUEST_BYTES)" in body.decode()
+    # no Content-Length (chunked): counted while read, refused once past the limit
+    chunks = (b'{"texts": ["' + b"a" * 200_000 + b'"]}' for _ in range(6))
+    r = requests.post(f"{server['url']}/extract", data=chunks, headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and "over the limit" in r.text
+    small = (part for part in (b'{"texts": ', b'["Angela Merkel"]}'))  # chunked and small: served
+    r = requests.post(f"{server['url']}/extract", data=small, headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 200 and r.json()[0][0]["type"] == "PER"
+
+
+def test_client_errors_are_logged_as_one_warning_line(server):
+    r = requests.post(f"{server['url']}/extract", json={"texts": []}, timeout=30)
+    assert r.status_code == 400
+    time.sleep(1)  # the worker's log line reaches the file
+    lines = server["log"].read_text().splitlines()
+    warned = [line for line in lines if "client error on /extract [POST]: 400: 1 validation error(s), first: texts" in line]
+    assert warned and "WARNING" in warned[-1], lines[-20:]
+    assert not [line for line in lines if "Traceback" in line or "[ERROR]" in line], lines[-40:]
+
+
+def test_metrics_carry_the_served_model_tag(server):
+    metrics = requests.get(f"{server['url']}/metrics", timeout=10).text
+    assert [line for line in metrics.splitlines() if line.startswith("nerflow_model_info{")] == \
+        [f'nerflow_model_info{{model_tag="{server["tag"]}"}} 1.0']
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The BentoML worker processes (children of the `bentoml serve` arbiter ``pid``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"_bentoml_impl.worker.service" in cmdline:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def test_bearer_token_auth_and_sigterm_drains_in_flight_requests(server, tmp_path):
+    """A server that requires a token (from a mounted-secret file): 401 without it, health,
+    readiness, metrics and the page open. Under load from 8 clients, SIGTERM to one of its two
+    workers loses no request (it answers what it has and closes its connections after their
+    next answer; another worker is started); SIGTERM to the server answers every request sent
+    before it (new ones are refused: Kubernetes stops routing to a pod before it sends SIGTERM)."""
+    import signal
+    import threading
+
+    secret = tmp_path / "token"
+    secret.write_text("s3cret-token\n")
+    env = {"NERFLOW_API_TOKEN_FILE": str(secret), "NERFLOW_WORKERS": "2", "NERFLOW_TORCH_THREADS": "1"}
+    with bentoml_server(server["bento"], server["home"], tmp_path / "serve.log", env=env) as s:
+        url, auth = s.url, {"Authorization": "Bearer s3cret-token"}
+        r = requests.post(f"{url}/extract", json={"texts": [TEXT]}, timeout=30)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == 'Bearer realm="nerflow"'
+        assert requests.post(f"{url}/extract", json={"texts": [TEXT]}, headers={"Authorization": "Bearer nope"},
+                             timeout=30).status_code == 401
+        assert requests.post(f"{url}/extract", json={"texts": [TEXT]}, headers=auth, timeout=30).status_code == 200
+        for path in ("/livez", "/readyz", "/healthz", "/metrics", "/ui/"):
+            assert requests.get(f"{url}{path}", timeout=10).status_code == 200, path
+
+        results, stop = [], threading.Event()  # (sent at, finished at, status or error)
+
+        def client(k):
+            with requests.Session() as session:
+                i = 0
+                while not stop.is_set():
+                    sent = time.time()
+                    try:
+                        code = session.post(f"{url}/extract", json={"texts": [f"{TEXT} ({k}, {i})"]}, headers=auth,
+                                            timeout=60).status_code
+                    except requests.RequestException as exc:
+                        code = type(exc).__name__
+                    results.append((sent, time.time(), code))
+                    i += 1
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        before = _workers_of(s.proc.pid)
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGTERM)  # one worker, as a rolling restart or an OOM-killer's TERM would
+        time.sleep(6)
+        after = _workers_of(s.proc.pid)
+        worker_phase = list(results)
+        term_at = time.time()
+        s.proc.send_signal(signal.SIGTERM)  # the server, as Kubernetes does when the pod stops
+        s.proc.wait(timeout=120)
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+
+    failed_worker = [r for r in worker_phase if r[2] != 200]
+    rest = results[len(worker_phase):]
+    # in flight when the server got SIGTERM: sent before it, answered after it
+    sent_before = [r for r in rest if r[0] < term_at]
+    in_flight = [r for r in sent_before if r[1] >= term_at]
+    after_term = [r for r in rest if r[0] >= term_at]
+    print(f"SIGTERM to a worker: {len(worker_phase)} requests sent, {len(failed_worker)} failed; "
+          f"SIGTERM to the server: {len(sent_before)} sent before it ({len(in_flight)} in flight at the signal), "
+          f"{sum(r[2] != 200 for r in sent_before)} failed; {len(after_term)} sent after it, "
+          f"{sum(r[2] != 200 for r in after_term)} refused (the server is stopping)")
+    assert len(worker_phase) > 50 and not failed_worker, failed_worker[:5]
+    assert before[0] not in after and len(after) == 2  # the terminated worker left; a new one took its place
+    assert in_flight and all(r[2] == 200 for r in sent_before), [r for r in sent_before if r[2] != 200][:5]
