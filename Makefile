@@ -28,8 +28,8 @@ run: install
 	dvc repro
 	nerflow summary
 
-test: install browser docker image
-	pytest -q tests
+test: install browser docker image bento-base
+	pytest -q --durations=25 tests
 
 ## Headless Chromium for the page test (Debian's chromium + chromium-driver); without root
 ## or apt the page test is skipped, saying why.
@@ -90,7 +90,7 @@ CI_STRICT := $(filter true 1 yes,$(CI))
 # $(call with_docker,COMMAND): COMMAND when the Docker daemon answers, else a note (under CI, an error)
 with_docker = $(if $(shell docker info >/dev/null 2>&1 && echo up),$(1),@$(if $(CI_STRICT),echo "error: $@: no Docker daemon (CI=$(CI))" >&2; exit 1,echo "note: $@ skipped: no Docker daemon (the container tests will be skipped)"))
 
-.PHONY: docker base image image-gpu
+.PHONY: docker base image image-gpu bento-base bento-image
 docker:
 	@if sh docker/ensure-docker.sh; then :; \
 	elif [ -n "$(CI_STRICT)" ]; then echo "error: Docker is needed under CI=$(CI) (see above)" >&2; exit 1; \
@@ -104,3 +104,12 @@ image: docker base
 
 image-gpu: docker base
 	$(call with_docker,sh docker/context.sh $(DOCKER_CONTEXT) && $(DOCKER_BUILD) --build-arg TORCH=cuda -t $(IMAGE_GPU):$(REV) -t $(IMAGE_GPU):latest .)
+
+## The production model's serving image: `bentoml containerize` of its Bento, tagged with the model
+## tag (nerflow registry containerize). Here the Bento's base is nerflow-bento-base:bookworm
+## (docker/bento-base.Dockerfile: Debian's python3, uv, CPU torch) via package.bento_base_image.
+bento-base: docker base
+	$(call with_docker,sh docker/context.sh $(DOCKER_CONTEXT) && $(DOCKER_BUILD) -f docker/bento-base.Dockerfile -t nerflow-bento-base:bookworm .)
+
+bento-image: install bento-base
+	nerflow registry containerize

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, bentoml_server
+from conftest import ROOT, bentoml_server, free_port, run_cli, write_params
 from test_dvc_kfp import check_gated_run, commit, kfp_run, versioned_repo
 
+BENTO_BASE = "nerflow-bento-base:bookworm"  # make bento-base
 EVERYTHING = {"source-op", "data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"}
 
 
@@ -53,6 +54,7 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     params["train"]["max_steps"] = 120  # long enough to find entities
     params["gate"]["min_f1"] = 1.01
     params["package"]["build_bento"] = True
+    params["package"]["bento_base_image"] = BENTO_BASE  # no registry here: Debian's python3 + uv + CPU torch
     repo = versioned_repo(tmp_path, params, conll_dir)
     root = tmp_path / "kfp"
     if os.getuid() == 0:  # pytest made the model's folder private to root: refused, saying what to do
@@ -97,12 +99,54 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     expected = spans(tag_texts(WordTagger(reg.model_dir(tag)), texts))  # the registry's model, run here
     assert any(expected), "the model should find entities in these train sentences"
 
-    with bentoml_server(bento, registry, tmp_path / "serve.log") as url:
+    with bentoml_server(bento, registry, tmp_path / "serve.log") as served:
+        url = served.url
         got = requests.post(f"{url}/extract", json={"texts": texts}, timeout=60)
         assert got.status_code == 200, got.text
         assert spans(got.json()) == expected
         info = requests.post(f"{url}/model_info", json={}, timeout=30).json()
         assert info["tag"] == tag and info["git_revision"] == manifest["origin"]["commit"]
+
+    # the promoted model's own serving image: its Bento containerized, tagged with the model tag
+    import docker
+
+    client = docker.from_env()
+    client.images.get(BENTO_BASE)
+    pfile = write_params(params, tmp_path / "params.yaml")
+    start = time.time()
+    r = run_cli(["registry", "containerize"], pfile)
+    build_s = time.time() - start
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"registry: image {tag}" in r.stdout
+    size = client.images.get(tag).attrs["Size"]
+    print(f"bento image {tag}: built in {build_s:.0f} s, {size / 1e9:.2f} GB")
+    port = free_port()
+    container = client.containers.run(tag, detach=True, ports={"3000/tcp": ("127.0.0.1", port)},
+                                      environment={"NERFLOW_MAX_REQUEST_BYTES": "1000000"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 180
+        while True:
+            try:
+                if requests.get(f"{url}/readyz", timeout=10).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            container.reload()
+            assert container.status == "running" and time.time() < deadline, container.logs()[-3000:].decode()
+            time.sleep(0.5)
+        got = requests.post(f"{url}/extract", json={"texts": texts}, timeout=60)
+        assert got.status_code == 200 and spans(got.json()) == expected  # the same answers as the model here
+        page = requests.get(f"{url}/ui/", timeout=10)
+        assert page.status_code == 200 and "Find entities" in page.text  # the page, from the container
+        big = requests.post(f"{url}/extract", data=b"x" * 1_000_001, headers={"Content-Type": "application/json"},
+                            timeout=30)
+        assert big.status_code == 413  # the same limits as `make serve`
+        assert f'nerflow_model_info{{model_tag="{tag}"}} 1.0' in requests.get(f"{url}/metrics", timeout=10).text
+        assert container.attrs["Config"]["User"] not in ("", "root", "0")
+    finally:
+        container.stop(timeout=30)
+        container.remove(force=True)
 
     with open(repo / "corpus" / "train.txt", "a", encoding="utf-8") as fh:  # bad data stops the run in its container
         fh.write("\nIn IN B-PP O\nParis NNP B-NP I-LOC\n")
@@ -110,4 +154,5 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     r, runs = kfp_run(repo, root, "--containers", "--mount", model, check=False)
     assert r.returncode == 1 and "Inner task failed: 'validate-op'" in r.stderr
     assert f"(corpus/train.txt@{bad[:12]}:" in r.stdout + r.stderr and "valid IOB2" in r.stdout + r.stderr
-    assert {p.name for p in runs[-1].iterdir()} == {"source-op", "data-op", "validate-op"}
+    assert {p.name for p in runs[-1].iterdir()} == {"source-op", "data-op", "validate-op"}  # a new data version read
+    assert json.loads((runs[-1] / "data-op" / "dataset" / "manifest.json").read_text())["origin"]["commit"] == bad

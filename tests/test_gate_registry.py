@@ -179,8 +179,13 @@ def test_champion_challenger_rounds_history_and_rollback(library_run, strong_mod
     labels = {t: registry.info(t)["labels"]["stage"] for t in registry.versions()}  # bentoml's own view
     assert labels[strong_tag] == "production" and labels[weak_tag] == "archived"
 
+    deploy = tmp_path / "store" / "deploy" / "nerflow-ner"
+    production = deploy / "production.yaml"
+    assert f"image: {strong_tag}" in production.read_text()  # the promotion wrote the new champion's manifests
+    assert production.read_text() == (deploy / f"{strong_tag.split(':')[1]}.yaml").read_text()
     r = run_cli(["registry", "rollback"], pfile, check=True)
-    assert f"{strong_tag} -> {weak_tag}" in r.stdout
+    assert f"{strong_tag} -> {weak_tag}" in r.stdout and f"kubectl apply -f {production}" in r.stdout
+    assert production.read_text() == (deploy / f"{weak_tag.split(':')[1]}.yaml").read_text()  # the previous file
     assert registry.production() == weak_tag and registry.stage(strong_tag) == "rolled-back"
     assert registry.info(weak_tag)["labels"]["stage"] == "production"
     r = run_cli(["registry", "rollback"], pfile)  # nothing earlier

@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml instead")
     pp.add_argument("--json", action="store_true", help="JSON instead of YAML")
 
-    reg = sub.add_parser("registry", help="the model registry: history, promote, rollback")
+    reg = sub.add_parser("registry", help="the model registry: history, promote, rollback, containerize")
     reg_sub = reg.add_subparsers(dest="action", required=True)
     reg_sub.add_parser("history", parents=[common], help="every stored model with stage, test F1, data version, git revision")
     reg_sub.add_parser("show", parents=[common], help="the production model, its Bento and how to serve it")
@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--reason", default="manual promotion")
     rb = reg_sub.add_parser("rollback", parents=[common], help="put the previous production model back")
     rb.add_argument("--reason", default="manual rollback")
+    ct = reg_sub.add_parser("containerize", parents=[common],
+                            help="build the serving image of a model's Bento (bentoml containerize), tagged with the model tag")
+    ct.add_argument("tag", nargs="?", default=None, help="model tag (default: the production model)")
 
     rt = sub.add_parser("retrain", help="run the pipeline (dvc repro) only if data or params changed; print the gate's decision")
     rt.add_argument("--force", action="store_true", help="run dvc repro even when nothing changed")
@@ -195,7 +198,7 @@ def _print_params(args, params) -> int:
 
 
 def _registry(args, params) -> int:
-    from nerflow.package import promote, registry_for
+    from nerflow.package import containerize, promote, registry_for, rollback
     from nerflow.registry import format_history
 
     registry = registry_for(params.registry)
@@ -214,10 +217,15 @@ def _registry(args, params) -> int:
               f"NERFLOW_MODEL_TAG={tag} bentoml serve serving.service:NERService"))
     elif args.action == "promote":
         r = promote(registry, args.tag, params.package, None, reason=args.reason)
-        print(f"registry: {r['model_tag']} is now the production model (bento {r['bento_tag'] or '-'})")
+        print(f"registry: {r['model_tag']} is now the production model (bento {r['bento_tag'] or '-'}); "
+              f"deploy: kubectl apply -f {r['manifest']}")
+    elif args.action == "containerize":
+        image = containerize(registry, params.package, args.tag)
+        print(f"registry: image {image} (docker run --rm -p 3000:3000 {image})")
     elif args.action == "rollback":
-        e = registry.rollback(args.reason)
-        print(f"registry: rolled back {e['from']} -> {e['tag']} is the production model again")
+        e = rollback(registry, params.package, args.reason)
+        print(f"registry: rolled back {e['from']} -> {e['tag']} is the production model again; "
+              f"deploy: kubectl apply -f {e['manifest']}")
     return 0
 
 

@@ -342,10 +342,36 @@ class GateParams(Section):
         return value
 
 
+class Deploy(Section):
+    """The Kubernetes manifests written for the production model (nerflow.deploy)."""
+
+    image_registry: str = Field("", description="where the serving images are pushed, e.g. ghcr.io/team ('': "
+                                                "the local image name); the image is <registry>/<model tag>")
+    namespace: str = Field("default", min_length=1, description="Kubernetes namespace of the Deployment")
+    min_replicas: int = Field(2, ge=1, description="replicas at least (HorizontalPodAutoscaler)")
+    max_replicas: int = Field(6, ge=1, description="replicas at most")
+    target_cpu_percent: int = Field(70, ge=1, le=100, description="average CPU use the autoscaler aims at")
+    cpu: str = Field("2", description="CPU request and limit of a replica")
+    memory: str = Field("4Gi", description="memory request and limit of a replica")
+    termination_grace_seconds: int = Field(150, ge=10, description="time a stopping replica has to answer what "
+                                                                    "it has (above the 120 s request timeout)")
+    token_secret: str | None = Field(None, description="a Secret whose key `token` is the API's bearer token, "
+                                                      "mounted as NERFLOW_API_TOKEN_FILE (null: no auth)")
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self):
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})")
+        return self
+
+
 class PackageParams(Section):
-    """Step `package`: the promoted model's Bento."""
+    """Step `package`: the promoted model's Bento and its Kubernetes manifests."""
 
     build_bento: bool = Field(True, description="build a Bento from serving/ for each promoted model")
+    bento_base_image: str | None = Field(None, description="base image of the Bento's container (null: BentoML's "
+                                                           "python:3.11-slim; without a registry: nerflow-bento-base:bookworm)")
+    deploy: Deploy = Field(default_factory=Deploy, description=Deploy.__doc__)
 
 
 class Params(Section):

@@ -38,11 +38,12 @@ def git_revision(root: str | Path = ".") -> str:
         return "unknown"
 
 
-def build_bento(model_tag: str, root: str | Path, labels: dict[str, str] | None = None):
+def build_bento(model_tag: str, root: str | Path, labels: dict[str, str] | None = None, base_image: str | None = None):
     """Build the Bento described by serving/bentofile.yaml around ``model_tag``.
 
     The bentofile is completed with the model and ``NERFLOW_MODEL_TAG`` (so the Bento serves
-    exactly this model) in a temporary copy; the one in serving/ stays as written.
+    exactly this model), and ``base_image`` for its container, in a temporary copy; the one in
+    serving/ stays as written.
     """
     import os
     import tempfile
@@ -52,7 +53,9 @@ def build_bento(model_tag: str, root: str | Path, labels: dict[str, str] | None 
     root = Path(root).resolve()
     config = yaml.safe_load((root / BENTOFILE).read_text())
     config["models"] = [model_tag]
-    config["envs"] = [{"name": "NERFLOW_MODEL_TAG", "value": model_tag}]
+    config["envs"] = [{"name": "NERFLOW_MODEL_TAG", "value": model_tag}, {"name": "BENTOML_DO_NOT_TRACK", "value": "true"}]
+    if base_image:
+        config.setdefault("docker", {})["base_image"] = base_image
     os.environ["NERFLOW_MODEL_TAG"] = model_tag  # the service resolves its model at import
     with tempfile.TemporaryDirectory() as tmp:
         bentofile = Path(tmp) / "bentofile.yaml"
@@ -144,12 +147,52 @@ def promote(registry, tag: str, params: PackageParams | dict[str, Any], record_o
 
     registry.model_dir(tag)
     bento = registry.state()["bentos"].get(tag)
-    if bento is None and section(PackageParams, params).build_bento:
-        bento = str(build_bento(tag, root or project_root(), {"stage": "production"}).tag)
+    p = section(PackageParams, params)
+    if bento is None and p.build_bento:
+        bento = str(build_bento(tag, root or project_root(), {"stage": "production"}, p.bento_base_image).tag)
     registry.promote(tag, reason, bento=bento, decision=decision)
+    from nerflow.deploy import write_production_manifests
+
+    manifest = write_production_manifests(registry, params)
     serve = f"bentoml serve {bento} --port 3000" if bento else \
         f"NERFLOW_MODEL_TAG={tag} bentoml serve serving.service:NERService --port 3000"
-    record: dict[str, Any] = {"packaged": True, "model_tag": tag, "bento_tag": bento, "serve_command": serve}
+    record: dict[str, Any] = {"packaged": True, "model_tag": tag, "bento_tag": bento, "serve_command": serve,
+                              "manifest": str(manifest)}
     if record_out is not None:
         write_json(record_out, record)
     return record
+
+
+def rollback(registry, params: PackageParams | dict[str, Any] | None, reason: str = "manual rollback") -> dict[str, Any]:
+    """Put the previous production model back and write its Kubernetes manifests again."""
+    from nerflow.deploy import write_production_manifests
+
+    event = registry.rollback(reason)
+    return {**event, "manifest": str(write_production_manifests(registry, params))}
+
+
+def containerize(registry, params: PackageParams | dict[str, Any] | None = None, tag: str | None = None) -> str:
+    """`bentoml containerize` the Bento of ``tag`` (default: the production model) into an image
+    tagged with the model tag (under ``package.deploy.image_registry``), the image the
+    Kubernetes manifests name. Docker's classic builder (BentoML's BuildKit Dockerfile needs a
+    frontend image from Docker Hub), on the host network (the build installs packages)."""
+    import os
+    import shutil
+    import sys
+
+    from nerflow.deploy import image_of
+
+    tag = tag or registry.production()
+    if tag is None:
+        raise NerflowError(f"{registry.name}: no production model to containerize")
+    bento = registry.state()["bentos"].get(tag)
+    if bento is None:
+        raise NerflowError(f"{tag}: has no Bento (package.build_bento was off when it was promoted)")
+    image = image_of(tag, section(PackageParams, params).deploy)
+    beside = Path(sys.executable).parent / "bentoml"  # this environment's, on PATH or not
+    bentoml = str(beside) if beside.exists() else shutil.which("bentoml") or "bentoml"
+    env = {**os.environ, "DOCKER_BUILDKIT": "0", "BENTOML_HOME": str(registry.home), "BENTOML_DO_NOT_TRACK": "true"}
+    result = subprocess.run([bentoml, "containerize", bento, "--image-tag", image, "--opt", "network=host"], env=env)
+    if result.returncode != 0:
+        raise NerflowError(f"bentoml containerize {bento} failed (exit {result.returncode}): see its output above")
+    return image
