@@ -1,7 +1,8 @@
 """The KFP pipeline with every component in the nerflow image (kfp.local.DockerRunner), as on
 a cluster: the corpus read through DVC at a git revision from a mounted remote, the registry on
-a mounted volume written by the image's non-root user, both gate branches; then the promoted
-Bento served from that volume.
+a mounted volume written by the image's non-root user, both gate branches (a committed gate and
+resources edit re-runs only source, gate and package), the model's provenance; then the
+promoted Bento served from that volume and as its own image; then bad data stopping a run.
 
 Needs a Docker daemon and the image (`make test` runs `make docker image` first). Without them
 the test is skipped with the reason, except in CI (CI=true), where it fails.
@@ -76,7 +77,9 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     assert (registry / "models" / "nerflow-ner").stat().st_uid == 1000
     assert (runs[-1] / "train-op" / "model").stat().st_uid == 1000
 
+    first = manifest["origin"]["commit"]
     params["gate"]["min_f1"] = 0.0
+    params["train"]["resources"] = {"cpu": "4", "memory": "16G"}  # a KFP resource edit re-trains nothing
     second = commit(repo, params, "gate: no floor")
     start = time.time()
     r, runs = kfp_run(repo, root, "--containers", "--mount", model)
@@ -85,10 +88,18 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     assert result["promoted"] is True and result["commit"] == second
     assert {p.name for p in runs[-1].iterdir()} == {"source-op", "gate-op", "package-op"}  # the rest cached
     assert check_gated_run(runs[-1], params, promoted=True) == tag
+    from nerflow.registry import Registry
+    from nerflow.versioned import data_version, opened, read_params
+
+    info = Registry("nerflow-ner", registry).info(tag)["metadata"]  # the model records where it came from
+    assert info["git_revision"] == first and info["data_version"] == manifest["origin"]["data_version"]
+    assert info["data_hash"] == manifest["content_hash"] and info["source_repo"] == str(repo)
+    old, at = read_params(str(repo), first[:12])  # the first revision is still there, with its data
+    with opened(str(repo), first) as fs:
+        assert at == first and data_version(old.data, fs)["hash"] == manifest["origin"]["data_version"]
     print(f"containerized pipeline: refused run {refused_s:.0f} s (all tasks), promoted run {promoted_s:.0f} s")
 
     from nerflow.predict import WordTagger, tag_texts
-    from nerflow.registry import Registry
 
     reg = Registry("nerflow-ner", registry)
     bento = reg.state()["bentos"][tag]

@@ -252,48 +252,6 @@ def test_validation_failure_stops_the_kfp_run_before_training(params, tmp_path, 
     assert results["success"] is False and (run_dir / "validate-op" / "report" / "report.html").exists()
 
 
-def test_kfp_local_runs_both_gate_branches_at_a_revision_and_reruns_only_what_an_edit_affects(params, tmp_path, conll_dir):
-    """A refused run, then a promoted one, each at the repository's HEAD, the corpus read
-    through DVC from the remote. Each task takes only its params sections: a committed gate
-    edit re-runs gate (never cached: it reads the registry) and package, not data (same data
-    version) nor training; a KFP resource edit re-trains nothing (a new DVC version of the corpus
-    is read again: the container test's bad-data run). The model records the commit and the
-    data version; the first revision can still be read with its data."""
-    from nerflow.registry import Registry
-
-    params["gate"].update(min_f1=1.01)
-    repo = versioned_repo(tmp_path, params, conll_dir)
-    first = sh("git rev-parse HEAD", repo).stdout.strip()
-    root = tmp_path / "kfp"
-    r, runs = kfp_run(repo, root)
-    result = json.loads(r.stdout.strip().splitlines()[-1])
-    assert result["promoted"] is False and result["commit"] == first
-    everything = {"source-op", "data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"}
-    assert {p.name for p in runs[-1].iterdir()} == everything
-    tag = check_gated_run(runs[-1], params, promoted=False)
-    manifest = json.loads((runs[-1] / "data-op" / "dataset" / "manifest.json").read_text())
-    assert manifest["origin"]["commit"] == first and manifest["sources"]["train"] == f"corpus/train.txt@{first[:12]}"
-    assert all(v.startswith("md5:") for v in manifest["origin"]["sources"].values())  # read through DVC
-
-    params["gate"]["min_f1"] = 0.0
-    params["train"]["resources"] = {"cpu": "4", "memory": "16G"}
-    second = commit(repo, params, "gate: no floor")
-    r, runs = kfp_run(repo, root)
-    result = json.loads(r.stdout.strip().splitlines()[-1])
-    assert result["promoted"] is True and result["commit"] == second
-    assert {p.name for p in runs[-1].iterdir()} == {"source-op", "gate-op", "package-op"}
-    assert check_gated_run(runs[-1], params, promoted=True) == tag
-    info = Registry("nerflow-ner", params["registry"]["bentoml_home"]).info(tag)["metadata"]
-    assert info["git_revision"] == first and info["data_version"] == manifest["origin"]["data_version"]
-    assert info["data_hash"] == manifest["content_hash"] and info["source_repo"] == str(repo)
-
-    from nerflow.versioned import data_version, opened, read_params
-
-    old, at = read_params(str(repo), first[:12])  # the first revision is still there, with its data
-    with opened(str(repo), first) as fs:
-        assert at == first and data_version(old.data, fs)["hash"] == manifest["origin"]["data_version"]
-
-
 def test_a_bad_param_at_the_revision_stops_the_run_before_any_task(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()

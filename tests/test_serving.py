@@ -347,7 +347,9 @@ def test_bearer_token_auth_and_sigterm_drains_in_flight_requests(server, tmp_pat
         assert len(before) == 2
         os.kill(before[0], signal.SIGTERM)  # one worker, as a rolling restart or an OOM-killer's TERM would
         time.sleep(6)
-        after = _workers_of(s.proc.pid)
+        deadline = time.time() + 90  # a new worker starts (loads its model) while the load goes on
+        while (len(after := _workers_of(s.proc.pid)) < 2 or before[0] in after) and time.time() < deadline:
+            time.sleep(0.5)
         worker_phase = list(results)
         term_at = time.time()
         s.proc.send_signal(signal.SIGTERM)  # the server, as Kubernetes does when the pod stops
