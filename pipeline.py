@@ -43,6 +43,7 @@ from components.steps import (  # noqa: E402
 PIPELINE_NAME = "nerflow"
 REGISTRY_MOUNT = "/registry"  # where the registry volume is mounted in register, gate and package
 REGISTRY_PVC = "nerflow-registry"
+IMAGE_UID = 1000  # the user the nerflow image runs as (Dockerfile)
 
 
 def make_pipeline(resources: dict | None = None, registry_mount: str | None = REGISTRY_MOUNT,
@@ -148,7 +149,7 @@ def _local_remote(repo: Path) -> str:
         return str(config["remote"][name]["url"]) if name else ""
 
 
-def _unreadable(path: Path, uid: int = 1000) -> Path | None:
+def _unreadable(path: Path, uid: int = IMAGE_UID) -> Path | None:
     """The first file or folder under ``path`` that the image's user cannot read, or None."""
     import stat
 
@@ -161,9 +162,10 @@ def _unreadable(path: Path, uid: int = 1000) -> Path | None:
     return None
 
 
-def _docker_runner(mounts: dict[str, tuple[str, bool]], owned: list[Path]):
-    """kfp.local.DockerRunner with these bind mounts ({container path: (host path, read only)}).
-    The image runs as uid 1000: folders it writes are handed to that user when we are root."""
+def _docker_runner(mounts: dict[str, tuple[str, bool]], owned: list[Path], images: list[str]):
+    """kfp.local.DockerRunner with these bind mounts ({container path: (host path, read only)}),
+    once the ``images`` the tasks run in are here. The image runs as IMAGE_UID: folders it writes
+    are handed to that user when we are root."""
     import docker
     from docker.types import Mount
     from kfp import local
@@ -175,7 +177,7 @@ def _docker_runner(mounts: dict[str, tuple[str, bool]], owned: list[Path]):
         client.ping()
     except Exception as exc:  # no daemon, no permission
         raise NerflowError(f"docker: cannot reach the Docker daemon ({exc}); start dockerd (make docker)") from None
-    for image in {IMAGE, *( [GPU_IMAGE] if os.environ.get("NERFLOW_NEEDS_GPU_IMAGE") else [])}:
+    for image in images:
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
@@ -184,7 +186,7 @@ def _docker_runner(mounts: dict[str, tuple[str, bool]], owned: list[Path]):
     if os.getuid() == 0:
         for folder in owned:
             for path in [folder, *folder.rglob("*")]:
-                os.lchown(path, 1000, 1000)
+                os.lchown(path, IMAGE_UID, IMAGE_UID)
     return local.DockerRunner(mounts=[Mount(target, source, type="bind", read_only=ro)
                                       for target, (source, ro) in mounts.items()])
 
@@ -233,12 +235,10 @@ def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: st
                 raise NerflowError(f"--mount {extra}: no such file or folder")
             bad = _unreadable(path)
             if bad is not None:
-                raise NerflowError(f"--mount {extra}: {bad} is not readable by the image's user (uid 1000); "
+                raise NerflowError(f"--mount {extra}: {bad} is not readable by the image's user (uid {IMAGE_UID}); "
                                    f"chmod -R a+rX {path}")
             binds[str(path)] = (str(path), True)
-        if resources.get("gpus"):
-            os.environ["NERFLOW_NEEDS_GPU_IMAGE"] = "1"
-        runner = _docker_runner(binds, [root, registry])
+        runner = _docker_runner(binds, [root, registry], [IMAGE, GPU_IMAGE] if resources.get("gpus") else [IMAGE])
         local.init(runner=runner, pipeline_root=str(root), enable_caching=caching)
         pipeline = make_pipeline(resources, REGISTRY_MOUNT)
     else:

@@ -36,6 +36,7 @@ IMAGE = os.environ.get("NERFLOW_IMAGE") or f"nerflow:{_revision()}"
 GPU_IMAGE = os.environ.get("NERFLOW_GPU_IMAGE") or IMAGE.replace("nerflow:", "nerflow-gpu:", 1)
 component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
+
 @component
 def source_op(repo: str, revision: str, params_file: str, dvc_remote: str) -> NamedTuple("SourceOutputs", [
         ("commit", str), ("data_version", str), ("data_params", str), ("validate_params", str),
@@ -43,23 +44,18 @@ def source_op(repo: str, revision: str, params_file: str, dvc_remote: str) -> Na
         ("gate_params", str), ("package_params", str)]):
     """The params file at (repo, revision), validated, one JSON text per section; the commit the
     revision names now; and the data version (the corpus sources' DVC hashes, not downloaded)."""
-    import json
     from typing import NamedTuple
 
     from nerflow.params import configure
-    from nerflow.versioned import data_version, opened, read_params
+    from nerflow.versioned import source
 
     configure()
-    params, commit = read_params(repo, revision, params_file, dvc_remote or None)
-    with opened(repo, commit, dvc_remote or None) as fs:
-        version = data_version(params.data, fs)
-    sections = {name: params.section(name).to_dict() for name in
-                ("data", "validate", "preprocess", "train", "evaluate", "registry", "gate", "package")}
-    sections["train"].pop("resources")  # compiled into the train task, not an input of it
-    print(f"source: {repo}@{revision} = {commit}; data version {version['hash'][:16]} {version['sources']}")
+    s = source(repo, revision, params_file, dvc_remote or None)
+    version = s["data_version"]
+    print(f"source: {repo}@{revision} = {s['commit']}; data version {version['hash'][:16]} {version['sources']}")
     outputs = NamedTuple("SourceOutputs", [("commit", str), ("data_version", str)] +
-                         [(f"{name}_params", str) for name in sections])
-    return outputs(commit, version["hash"], *(json.dumps(v, sort_keys=True) for v in sections.values()))
+                         [(f"{name}_params", str) for name in s["sections"]])
+    return outputs(s["commit"], version["hash"], *s["sections"].values())
 
 
 @component

@@ -160,17 +160,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(url: str, alive, log_tail, timeout: float = 180) -> None:
+    """Until ``url``/readyz answers 200; fails with ``log_tail()`` if ``alive()`` turns false or
+    the time runs out."""
+    import time
+
+    import requests
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or busy starting
+            pass
+        if not alive() or time.time() > deadline:
+            raise AssertionError("server did not come up:\n" + log_tail())
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def bentoml_server(bento: str, home: Path, log_path: Path, timeout: float = 180, env: dict | None = None):
     """A real `bentoml serve BENTO` from the store ``home`` on a free loopback port (``env``:
     more environment), until it answers /readyz; yields its URL, process and log path, and stops
     it (SIGTERM to its process group) afterwards."""
-    from types import SimpleNamespace
-
     import signal
-    import time
-
-    import requests
+    from types import SimpleNamespace
 
     port = free_port()
     env = {**os.environ, **(env or {}), "BENTOML_HOME": str(home)}
@@ -179,16 +194,7 @@ def bentoml_server(bento: str, home: Path, log_path: Path, timeout: float = 180,
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or busy starting
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError("server did not come up:\n" + Path(log_path).read_text()[-3000:])
-            time.sleep(0.5)
+        wait_ready(url, lambda: proc.poll() is None, lambda: Path(log_path).read_text()[-3000:], timeout)
         yield SimpleNamespace(url=url, proc=proc, log=Path(log_path))
     finally:
         with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already

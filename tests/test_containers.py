@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, bentoml_server, free_port, run_cli, write_params
+from conftest import ROOT, bentoml_server, free_port, run_cli, wait_ready, write_params
 from test_dvc_kfp import check_gated_run, commit, kfp_run, versioned_repo
 
 BENTO_BASE = "nerflow-bento-base:bookworm"  # make bento-base
@@ -136,16 +136,12 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
                                       environment={"NERFLOW_MAX_REQUEST_BYTES": "1000000"})
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 180
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=10).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
+
+        def running() -> bool:
             container.reload()
-            assert container.status == "running" and time.time() < deadline, container.logs()[-3000:].decode()
-            time.sleep(0.5)
+            return container.status == "running"
+
+        wait_ready(url, running, lambda: container.logs()[-3000:].decode())
         got = requests.post(f"{url}/extract", json={"texts": texts}, timeout=60)
         assert got.status_code == 200 and spans(got.json()) == expected  # the same answers as the model here
         page = requests.get(f"{url}/ui/", timeout=10)

@@ -520,8 +520,6 @@ def parse_params(raw: Any, file: str | None = None, text: str | None = None) -> 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """params.yaml, validated: every section with every key (a missing key takes its default)."""
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -529,11 +527,18 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise NerflowError(f"{path}: params file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise NerflowError(f"{path}: cannot read params: {exc}") from None
+    return params_from_text(text, str(path))
+
+
+def params_from_text(text: str, file: str) -> Params:
+    """A params file's text, validated; ``file`` names it in every error."""
+    import yaml
+
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise NerflowError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw if raw is not None else {}, str(path), text)
+        raise NerflowError(f"{file}: not valid YAML: {exc}") from None
+    return parse_params(raw if raw is not None else {}, file, text)
 
 
 def section(cls: type[S], params: S | dict[str, Any] | None, name: str | None = None) -> S:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nerflow import NerflowError
-from nerflow.config import DataParams, Params, parse_params, section
+from nerflow.config import SECTIONS, DataParams, Params, params_from_text, section
 
 SOURCE_KEYS = ("path", "train", "validation", "test")
 
@@ -62,22 +62,38 @@ def commit_of(fs) -> str:
     return fs.repo.get_rev()
 
 
+def _read_params(fs, repo: str, params_file: str) -> tuple[Params, str]:
+    commit = commit_of(fs)
+    name = f"{repo}@{commit[:12]}:{params_file}"
+    try:
+        text = fs.read_text(params_file, encoding="utf-8")
+    except FileNotFoundError:
+        raise NerflowError(f"{name}: params file not found at that revision") from None
+    return params_from_text(text, name), commit
+
+
 def read_params(repo: str, revision: str, params_file: str = "params.yaml", remote: str | None = None) -> tuple[Params, str]:
     """The params file at ``revision``, validated; and the commit it was read at."""
-    import yaml
-
     with opened(repo, revision, remote) as fs:
-        commit = commit_of(fs)
-        name = f"{repo}@{commit[:12]}:{params_file}"
-        try:
-            text = fs.read_text(params_file, encoding="utf-8")
-        except FileNotFoundError:
-            raise NerflowError(f"{name}: params file not found at that revision") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise NerflowError(f"{name}: not valid YAML: {exc}") from None
-    return parse_params(raw if raw is not None else {}, name, text), commit
+        return _read_params(fs, repo, params_file)
+
+
+def source(repo: str, revision: str, params_file: str = "params.yaml", remote: str | None = None) -> dict[str, Any]:
+    """The first step of a KFP run, from one look at the repository: the commit ``revision``
+    names now, the data version there, and each params section as JSON text (train without its
+    resources, which are compiled into the train task, not an input of it)."""
+    with opened(repo, revision, remote) as fs:
+        params, commit = _read_params(fs, repo, params_file)
+        version = data_version(params.data, fs)
+    sections = {name: params.section(name).to_dict() for name in SECTIONS}
+    sections["train"].pop("resources")
+    return {"commit": commit, "data_version": version, "sections": {k: json.dumps(v, sort_keys=True) for k, v in sections.items()}}
+
+
+def _sources(p: DataParams) -> list[tuple[str, str]]:
+    """(key, source) of each corpus source the data section names: ``path`` when set, else
+    each split's."""
+    return [(key, getattr(p, key)) for key in SOURCE_KEYS if getattr(p, key) and (key == "path" or not p.path)]
 
 
 def _versioned(spec: str | None) -> bool:
@@ -120,13 +136,7 @@ def data_version(params: DataParams | dict[str, Any], fs) -> dict[str, Any]:
     """The data params and a version of each source they name (read from DVC's records, not
     downloaded), and their hash: equal versions mean equal data."""
     p = section(DataParams, params)
-    sources = {}
-    for key in SOURCE_KEYS:
-        spec = getattr(p, key)
-        if key != "path" and p.path:
-            continue
-        if spec:
-            sources[spec] = _hash_in_repo(fs, spec) if _versioned(spec) else _hash_local(spec)
+    sources = {spec: _hash_in_repo(fs, spec) if _versioned(spec) else _hash_local(spec) for _, spec in _sources(p)}
     body = {"params": p.to_dict(), "sources": sources}
     return {**body, "hash": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()}
 
@@ -149,9 +159,8 @@ def prepare_data_at(params: DataParams | dict[str, Any], repo: str, revision: st
                                "run the pipeline again")
         local = p.to_dict()
         names = {}
-        for key in SOURCE_KEYS:
-            spec = local.get(key)
-            if not _versioned(spec) or (key != "path" and p.path):
+        for key, spec in _sources(p):
+            if not _versioned(spec):
                 continue
             target = Path(scratch) / spec
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -168,4 +177,3 @@ def prepare_data_at(params: DataParams | dict[str, Any], repo: str, revision: st
                   "sources": version["sources"]}
         manifest = prepare_data(local, out_dir, origin=origin, source_names=names)
     return manifest
-
