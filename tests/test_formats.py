@@ -53,7 +53,7 @@ def assert_same_dataset_in_every_format(reference_params: dict, tmp_path: Path, 
     validate = validate or {}
     reference = prepare_data(reference_params, tmp_path / "reference")
     assert validate_dataset(validate, tmp_path / "reference", tmp_path / "report-reference")["errors"] == 0
-    tables, _, _ = read_corpus(reference_params)
+    tables, *_ = read_corpus(reference_params)
     splits = {split: list(sentences(table)) for split, table in tables.items()}
     for fmt, params in resave(splits, tmp_path / "resaved", level).items():
         manifest = prepare_data(params, tmp_path / f"out-{fmt}")

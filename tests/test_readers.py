@@ -51,7 +51,7 @@ def test_data_params_typed_or_dict_give_the_same_dataset(conll_dir, tmp_path):
     names = train.features["ner_tags"].feature.names
     assert [(r["tokens"], [names[i] for i in r["ner_tags"]], r["source_line"]) for r in train] == [
         (s.tokens, s.tags, s.line) for s in read_conll(conll_dir / "train.txt")[:20]]
-    tables, sources, paths = read_corpus(DataParams(**files))
+    tables, sources, paths, _ = read_corpus(DataParams(**files))
     assert tables["validation"].num_rows == 60 and paths == [conll_dir / f"{s}.txt" for s in SPLITS]
 
 

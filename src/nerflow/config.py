@@ -18,7 +18,7 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_serializer, model_validator
 
 from nerflow import NerflowError
 
@@ -84,26 +84,103 @@ class SplitRatios(Section):
         return self
 
 
+class Source(ReaderOptions):
+    """One corpus source: a file or folder (``path``) or a Hugging Face Hub dataset (``hub``).
+    The reader options it leaves out are the data section's."""
+
+    path: str | None = Field(None, min_length=1, description="a file, an HF dataset folder, or pkg:<package>/<path>")
+    hub: str | None = Field(None, min_length=1, description="a Hub dataset id (owner/name[@revision]), read with "
+                                                            "datasets.load_dataset")
+    name: str | None = Field(None, min_length=1, description="the Hub dataset's configuration (wikiann: the language)")
+    split: str | None = Field(None, min_length=1, description=(
+        "the split to read from a Hub dataset or DatasetDict folder (default: the split it fills)"))
+    source: str | None = Field(None, min_length=1, pattern=r"^[\w.-]+$", description=(
+        "the name its sentences carry in the dataset's `source` column and evaluate's per-source table "
+        "(e.g. the language; default: the Hub configuration, else none)"))
+
+    @model_validator(mode="after")
+    def _one_origin(self):
+        if bool(self.path) == bool(self.hub):
+            raise ValueError("a source names either path or hub")
+        if self.name and not self.hub:
+            raise ValueError("name (a Hub configuration) goes with hub")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler) -> dict[str, Any]:
+        """Only the keys the source sets: read back, it still takes the others from the data section."""
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+    def label(self) -> str:
+        """The ``source`` column's value for its sentences ("" when unnamed)."""
+        return self.source or (self.name if self.hub else None) or ""
+
+    def options(self, defaults: ReaderOptions) -> ReaderOptions:
+        """The reader options for this source: its own where it sets them, else ``defaults``."""
+        own = {k: getattr(self, k) for k in self.model_fields_set if k in ReaderOptions.model_fields}
+        return ReaderOptions.model_validate({**{k: getattr(defaults, k) for k in ReaderOptions.model_fields}, **own})
+
+
+def _as_source(item: Any) -> Any:
+    return {"path": item} if isinstance(item, str) else item
+
+
+def _plain(source: Source) -> str | dict[str, Any]:
+    """A source as params.yaml spells it: a path alone as a string."""
+    return source.path if source.model_fields_set == {"path"} else source.model_dump(mode="json")
+
+
+SOURCES_IN = str | Source | list[str | Source] | None  # how params.yaml may spell a split's sources
+
+
+def source_list(spec: list[Source] | Source | None) -> list[Source]:
+    return spec if isinstance(spec, list) else [spec] if spec else []
+
+
 class DataParams(ReaderOptions):
     """Step `data`: which corpus, and how to read it into the canonical dataset."""
 
-    train: str | None = Field(f"{CONLL_EN}/train.txt", description=(
-        "the train split: a file, an HF dataset folder, or pkg:<package>/<path> inside an installed package"))
-    validation: str | None = Field(f"{CONLL_EN}/valid.txt", description="the validation (dev) split")
-    test: str | None = Field(f"{CONLL_EN}/test.txt", description="the test split")
-    path: str | None = Field(None, description=(
-        "one source holding every split (an HF DatasetDict folder) or one file split by split_ratios "
-        "with split_seed; when set it wins over train/validation/test"))
+    train: list[Source] | None = Field(f"{CONLL_EN}/train.txt", description=(
+        "the train split: a file, an HF dataset folder, pkg:<package>/<path> inside an installed package, "
+        "{hub: <dataset id>, name: <config>}, or a list of these (several corpora, e.g. languages, at once: "
+        "each {path|hub, source: <name>, format, scheme, columns ...})"))
+    validation: list[Source] | None = Field(f"{CONLL_EN}/valid.txt", description="the validation (dev) split (as train)")
+    test: list[Source] | None = Field(f"{CONLL_EN}/test.txt", description="the test split (as train)")
+    path: Source | None = Field(None, description=(
+        "one source holding every split (an HF DatasetDict folder, a Hub dataset) or one file split by "
+        "split_ratios with split_seed; when set it wins over train/validation/test"))
     split_ratios: SplitRatios = Field(default_factory=SplitRatios, description="shares for data.path split by ratio")
     split_seed: int = Field(42, description="seed of the ratio split")
     level: Literal["auto", "word", "char"] = Field(
         "auto", description="word | char (tokens are characters, as in KLUE-NER); auto: char for KLUE files")
     max_sentences: int | None = Field(None, ge=1, description="keep only the first N sentences of each split (null = all)")
 
+    @field_validator("train", "validation", "test", mode="before", json_schema_input_type=SOURCES_IN)
+    @classmethod
+    def _split_sources(cls, value: Any) -> Any:
+        if value is None or value == []:
+            return None
+        return [_as_source(v) for v in value] if isinstance(value, list) else [_as_source(value)]
+
+    @field_validator("path", mode="before", json_schema_input_type=str | Source | None)
+    @classmethod
+    def _path_source(cls, value: Any) -> Any:
+        return _as_source(value)
+
+    @field_serializer("train", "validation", "test")
+    def _dump_split(self, value: list[Source] | None) -> Any:
+        if not value:
+            return None
+        return _plain(value[0]) if len(value) == 1 else [_plain(v) for v in value]
+
+    @field_serializer("path")
+    def _dump_path(self, value: Source | None) -> Any:
+        return None if value is None else _plain(value)
+
     @model_validator(mode="after")
     def _sources(self):
         if not self.path:
-            missing = [s for s in ("train", "validation", "test") if not getattr(self, s)]
+            missing = [s for s in ("train", "validation", "test") if not source_list(getattr(self, s))]
             if missing:
                 raise ValueError(f"no source for {', '.join(missing)}: name a file for each split, or set data.path")
         return self
@@ -209,6 +286,10 @@ class PreprocessParams(Section):
     max_length: int = Field(256, ge=8, le=8192, description="sub-tokens per window, specials included")
     stride: int = Field(32, ge=0, description="sub-tokens shared by consecutive windows of a long sentence")
     label_all_subtokens: bool = Field(False, description="label every sub-token (else the first of each word)")
+    trim_vocabulary: bool = Field(False, description=(
+        "keep only the sub-words the corpus uses (plus specials and its characters): the embedding matrix "
+        "shrinks to them (multilingual encoders: 250k rows to a few 10k); new text still tags, a character "
+        "the corpus never had becomes <unk>"))
 
     @model_validator(mode="after")
     def _stride_fits(self):

@@ -29,9 +29,9 @@ import pyarrow.compute as pc
 
 from nerflow import NerflowError
 from nerflow.atomic import atomic_dir, write_json
-from nerflow.config import DataParams, SplitRatios, section
+from nerflow.config import DataParams, Source, SplitRatios, section, source_list
 from nerflow.params import resolve_path
-from nerflow.readers import Sentence, detect_format, iter_split, read_conll, read_hf_dataset
+from nerflow.readers import SPLIT_ALIASES, Sentence, detect_format, hf_splits, iter_split, read_conll, read_hf_dataset
 
 __all__ = ["Sentence", "read_conll", "read_corpus", "prepare_data", "load_dataset_dir", "read_manifest", "SPLITS"]
 
@@ -40,7 +40,7 @@ MANIFEST = "manifest.json"
 BATCH = 20_000  # sentences per Arrow record batch: Python objects exist for one batch at a time
 # a corpus read into memory: IOB2 tag strings, one row per sentence
 TABLE = pa.schema([("tokens", pa.list_(pa.string())), ("tags", pa.list_(pa.string())),
-                   ("source_line", pa.int32()), ("id", pa.string())])
+                   ("source_line", pa.int32()), ("id", pa.string()), ("source", pa.string())])
 
 
 def label_list(tags: set[str]) -> list[str]:
@@ -70,14 +70,14 @@ def count_entities(tags: list[str]) -> int:
     return len(entity_types(tags))
 
 
-def content_hash(splits: dict[str, Iterable[tuple[list[str], list[str]]]]) -> str:
-    """sha256 of the canonical content, {split: (tokens, tags) of each sentence}, independent of
-    file layout."""
+def content_hash(splits: dict[str, Iterable[tuple]]) -> str:
+    """sha256 of the canonical content, {split: (tokens, tags[, source]) of each sentence},
+    independent of file layout (an unnamed source is left out)."""
     digest = hashlib.sha256()
     for split in SPLITS:
         digest.update(f"#{split}\n".encode())
-        for tokens, tags in splits.get(split, ()):
-            digest.update(json.dumps([tokens, tags], ensure_ascii=False).encode())
+        for row in splits.get(split, ()):
+            digest.update(json.dumps(list(row[:2] if len(row) > 2 and not row[2] else row), ensure_ascii=False).encode())
             digest.update(b"\n")
     return digest.hexdigest()
 
@@ -95,10 +95,10 @@ def split_by_ratio(n: int, ratios: SplitRatios | dict[str, float], seed: int) ->
     return {split: sorted(idx) for split, idx in cuts.items()}
 
 
-def to_table(sentences: Iterable[Sentence]) -> pa.Table:
-    """Sentences into an Arrow table (columns of ``TABLE``), a record batch at a time: Python
-    objects exist for one batch only, and a list column is built from one flat list of values
-    and the offsets (far faster than from a list of lists)."""
+def to_table(sentences: Iterable[Sentence], source: str = "") -> pa.Table:
+    """Sentences into an Arrow table (columns of ``TABLE``; ``source`` names where they come
+    from), a record batch at a time: Python objects exist for one batch only, and a list column
+    is built from one flat list of values and the offsets (far faster than from a list of lists)."""
     it, batches = iter(sentences), []
     while chunk := list(itertools.islice(it, BATCH)):
         offsets = pa.array(itertools.accumulate((len(s.tokens) for s in chunk), initial=0), pa.int32())
@@ -106,7 +106,8 @@ def to_table(sentences: Iterable[Sentence]) -> pa.Table:
         tags = pa.array(list(itertools.chain.from_iterable(s.tags for s in chunk)), pa.string())
         batches.append(pa.record_batch([pa.ListArray.from_arrays(offsets, tokens), pa.ListArray.from_arrays(offsets, tags),
                                         pa.array([s.line for s in chunk], pa.int32()),
-                                        pa.array([s.id for s in chunk], pa.string())], schema=TABLE))
+                                        pa.array([s.id for s in chunk], pa.string()),
+                                        pa.repeat(pa.scalar(source, pa.string()), len(chunk))], schema=TABLE))
     return pa.Table.from_batches(batches, schema=TABLE)
 
 
@@ -118,37 +119,67 @@ def rows(table: pa.Table, *columns: str) -> Iterator[tuple]:
 
 def sentences(table: pa.Table) -> Iterator[Sentence]:
     """The rows of a ``to_table`` table as sentences."""
-    return (Sentence(*row) for row in rows(table, *TABLE.names))
+    return (Sentence(*row) for row in rows(table, "tokens", "tags", "source_line", "id"))
 
 
-def read_corpus(params: DataParams | dict[str, Any]) -> tuple[dict[str, pa.Table], dict[str, str], list[Path]]:
+def _read_source(src: Source, p: DataParams, fill: str | None = None) -> tuple[dict[str, pa.Table], str, Path | None, str]:
+    """One source: ({split: table}, how it is named, its local path (None from the Hub), format).
+    ``fill``: the split this source fills (its own ``split``, or that name, is read from a source
+    holding several); None: every split it has ("all" for a file of one split)."""
+    from nerflow import hub
+
+    opts = src.options(p)
+    if src.hub:
+        where, path, fmt = hub.describe(src), None, "hf"
+        parts = hf_splits(hub.load_dataset(src.hub, src.name, key=f"data.{fill or 'path'}"), where, opts)
+    else:
+        where, path = src.path, resolve_path(src.path)
+        fmt = detect_format(path) if opts.format == "auto" else opts.format
+        parts = read_hf_dataset(path, opts) if fmt == "hf" else {"all": iter_split(path, fmt, opts)}
+    if fill is not None:
+        want = "all" if "all" in parts else SPLIT_ALIASES.get(src.split, src.split) if src.split else fill
+        if want not in parts and not (len(parts) == 1 and not src.split):
+            raise NerflowError(f"{where}: no split {want!r} (has {', '.join(parts)}); name the one to read as split:")
+        parts = {fill: parts.get(want) or next(iter(parts.values()))}
+    return {name: to_table(part, src.label()) for name, part in parts.items()}, where, path, fmt
+
+
+def read_corpus(params: DataParams | dict[str, Any]) -> tuple[dict[str, pa.Table], dict[str, str], list[Path], dict[str, list]]:
     """The splits named by the `data` params: {split: table of IOB2 sentences (see ``TABLE``)},
-    {split: source}, source paths. ``source_line`` is a line number for text formats and a
-    record number for the others."""
+    {split: source}, local source paths, and {split: [(source, sentences, format) of each of its
+    sources]}. ``source_line`` is a line number for text formats and a record number for the
+    others. A split of several sources is their sentences in the order listed."""
     p = section(DataParams, params)
+    paths, layout = [], {}
     if p.path:
-        path = resolve_path(p.path)
-        paths = [path]
-        if p.format == "hf" or (p.format == "auto" and detect_format(path) == "hf"):
-            parts = {name: to_table(part) for name, part in read_hf_dataset(path, p).items()}
-        else:
-            parts = {"all": to_table(iter_split(path, p.format, p))}
+        parts, where, path, fmt = _read_source(p.path, p)
+        paths = [path] if path else []
         if set(SPLITS) <= set(parts):
             tables = {s: parts[s] for s in SPLITS}
         else:
             pooled = pa.concat_tables(parts.values())
             tables = {s: pooled.take(idx) for s, idx in split_by_ratio(pooled.num_rows, p.split_ratios, p.split_seed).items()}
-        sources = {s: p.path + ("" if s in parts else f" (seeded split, seed {p.split_seed})") for s in SPLITS}
+        sources = {s: where + ("" if s in parts else f" (seeded split, seed {p.split_seed})") for s in SPLITS}
+        layout = {s: [(sources[s], tables[s].num_rows, fmt)] for s in SPLITS}
     else:
-        paths = [resolve_path(getattr(p, split)) for split in SPLITS]
-        tables = {split: to_table(iter_split(path, p.format, p)) for split, path in zip(SPLITS, paths)}
-        sources = {split: str(path) for split, path in zip(SPLITS, paths)}
+        tables, sources = {}, {}
+        for split in SPLITS:
+            read = [_read_source(src, p, split) for src in source_list(getattr(p, split))]
+            tables[split] = pa.concat_tables(parts[split] for parts, *_ in read)
+            sources[split] = " + ".join(where for _, where, _, _ in read)
+            paths += [path for _, _, path, _ in read if path]
+            layout[split] = [(where, parts[split].num_rows, fmt) for parts, where, _, fmt in read]
     for split, table in tables.items():
         if p.max_sentences:
             tables[split] = table = table.slice(0, p.max_sentences)
+            left, clipped = p.max_sentences, []
+            for where, n, fmt in layout[split]:
+                clipped.append((where, min(n, left), fmt))
+                left -= clipped[-1][1]
+            layout[split] = [part for part in clipped if part[1]]
         if not table.num_rows:
             raise NerflowError(f"{sources[split]}: split {split} is empty")
-    return tables, sources, paths
+    return tables, sources, paths, layout
 
 
 def _canonical(table: pa.Table, labels: list[str], features) -> pa.Table:
@@ -157,8 +188,8 @@ def _canonical(table: pa.Table, labels: list[str], features) -> pa.Table:
     ids = [pa.ListArray.from_arrays(pc.subtract(c.offsets, c.offsets[0]),
                                     pc.index_in(c.flatten(), value_set=value_set).cast(pa.int64()))
            for c in table["tags"].chunks]
-    return pa.table([table["tokens"], pa.chunked_array(ids, pa.list_(pa.int64())), table["source_line"], table["id"]],
-                    schema=features.arrow_schema)
+    return pa.table([table["tokens"], pa.chunked_array(ids, pa.list_(pa.int64())), table["source_line"], table["id"],
+                     table["source"]], schema=features.arrow_schema)
 
 
 def _renamed(source: str, names: dict[str, str]) -> str:
@@ -176,9 +207,12 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path, origi
 
     disable_progress_bars()
     p = section(DataParams, params)
-    tables, sources, paths = read_corpus(p)
-    fmts = [detect_format(path) if p.format == "auto" else p.format for path in paths]
-    level = ("char" if fmts[0] == "klue" else "word") if p.level == "auto" else p.level
+    tables, sources, paths, layout = read_corpus(p)
+    split_fmts = {split: parts[0][2] for split, parts in layout.items()}
+    levels = {"char" if fmt == "klue" else "word" for fmt in split_fmts.values()}
+    if p.level == "auto" and len(levels) > 1:
+        raise NerflowError("data: the sources mix character-level (KLUE) and word-level corpora; set data.level")
+    level = levels.pop() if p.level == "auto" else p.level
     labels = label_list({tag for t in tables.values() for tag in pc.unique(pc.list_flatten(t["tags"])).to_pylist()})
     features = Features(
         {
@@ -186,13 +220,13 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path, origi
             "ner_tags": Sequence(ClassLabel(names=labels)),
             "source_line": Value("int32"),
             "id": Value("string"),
+            "source": Value("string"),
         }
     )
-    version = content_hash({split: rows(t, "tokens", "tags") for split, t in tables.items()})
+    version = content_hash({split: rows(t, "tokens", "tags", "source") for split, t in tables.items()})
     dataset = DatasetDict({split: Dataset(_canonical(t, labels, features), info=DatasetInfo(features=features),
                                           fingerprint=f"{version[:16]}-{split}")
                            for split, t in tables.items()})
-    split_fmts = dict(zip(SPLITS, fmts if len(fmts) == len(SPLITS) else fmts * len(SPLITS)))
     # how source_line reads: a token per line (CoNLL, KLUE), a record per line (JSONL), records
     kinds = {"conll": "token_lines", "klue": "token_lines", "jsonl": "record_lines"}
     manifest = {
@@ -212,6 +246,14 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path, origi
             for split, t in tables.items()
         },
     }
+    named = {split: dict(zip(*(v.to_pylist() for v in pc.value_counts(t["source"]).flatten())))
+             for split, t in tables.items()}
+    if any(name for counts in named.values() for name in counts):  # several corpora: sentences per source
+        manifest["source_sentences"] = named
+    if any(len(parts) > 1 for parts in layout.values()):  # where each sentence's source_line points
+        manifest["source_files"] = {split: [{"source": _renamed(where, source_names or {}), "sentences": n,
+                                             "unit": kinds.get(fmt, "records")} for where, n, fmt in parts]
+                                    for split, parts in layout.items()}
     if origin:
         manifest["origin"] = origin
     with atomic_dir(out_dir) as tmp:

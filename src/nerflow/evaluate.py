@@ -89,6 +89,9 @@ def evaluate(
     )
     if "klue" in main["scores"]:
         metrics["klue"] = main["scores"]["klue"]
+    groups = rows["source"] if "source" in rows.column_names else []
+    if any(groups):  # several corpora (languages): one table each, as the PAN-X system reports
+        metrics["per_source"] = per_source(groups, main["gold"], main["pred"], level, scheme)
     kinds = error_kinds(main["gold"], main["pred"])
     metrics["error_kinds"] = kinds["counts"]
 
@@ -99,6 +102,22 @@ def evaluate(
         write_report(report_dir, main, kinds, metrics, tagger, level, params.top_loss_sentences)
     write_json(metrics_out, metrics)
     return metrics
+
+
+def per_source(groups: list[str], gold: list[list[str]], pred: list[list[str]], level: str, scheme: str) -> dict[str, Any]:
+    """Scores of each source's sentences: {source: {sentences, f1, ..., per_type}}."""
+    out = {}
+    for name in sorted(set(groups)):
+        idx = [i for i, g in enumerate(groups) if g == name]
+        scores = all_scores([gold[i] for i in idx], [pred[i] for i in idx], level)
+        main = scores[scheme]
+        out[name or "(unnamed)"] = {
+            "sentences": len(idx), "f1": main["f1"], "precision": main["precision"], "recall": main["recall"],
+            "strict_f1": scores["strict"]["f1"], "macro_f1": main["macro_f1"], "accuracy": main["accuracy"],
+            "per_type": {t: round(v["f1"], 4) for t, v in main["per_type"].items()},
+            **({"klue": scores["klue"]} if "klue" in scores else {}),
+        }
+    return out
 
 
 def write_report(report_dir, main: dict, kinds: dict, metrics: dict, tagger, level: str, top_n: int) -> None:
@@ -127,4 +146,12 @@ def write_report(report_dir, main: dict, kinds: dict, metrics: dict, tagger, lev
         for name, r in metrics["test_sets"].items():
             lines.append(f"| {name} | {r['sentences']} | {r['f1']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} | "
                          f"{r['strict_f1']:.4f} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} |")
+        if metrics.get("per_source"):
+            types = sorted({t for r in metrics["per_source"].values() for t in r["per_type"]})
+            lines += ["", f"Per source ({metrics['split']} split):", "",
+                      "| source | sentences | F1 | precision | recall | " + " | ".join(types) + " |",
+                      "|---|---|---|---|---|" + "---|" * len(types)]
+            for name, r in metrics["per_source"].items():
+                lines.append(f"| {name} | {r['sentences']} | {r['f1']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} | "
+                             + " | ".join(f"{r['per_type'].get(t, 0.0):.4f}" for t in types) + " |")
         (tmp / "test_sets.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -66,9 +66,9 @@ def bentoml_home(registry: RegistryParams | dict[str, Any] | None) -> str:
 
 def configure(registry: RegistryParams | dict[str, Any] | Params | None = None) -> None:
     """The one place process-wide settings are made, by every entry point (CLI, KFP
-    components, pipeline runner) before a step runs: the registry's BentoML store, Hub
-    offline mode for the embedded default (kept if the caller set it), quiet libraries."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    components, pipeline runner) before a step runs: the registry's BentoML store, quiet
+    libraries. Hub access is left as the caller set it (HF_HUB_OFFLINE): the embedded default
+    reads local folders only, and a Hub id downloads, or offline resolves from the cache."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     if registry is not None:

@@ -43,6 +43,9 @@ class WordTagger:
             return ([], [], []) if distributions else ([], [])
         char_level = self.info.get("level") == "char"
         if char_level:
+            if any(len(token) != 1 for s in sentences for token in s):
+                raise ValueError("this is a character-level model (as KLUE-NER): give one character per token, "
+                                 "spaces included")
             texts = ["".join(s) for s in sentences]
             windows, cover = encode_texts(self.tokenizer, texts, self.max_length, self.stride)
         else:
@@ -161,8 +164,12 @@ def entities_from_tags(
 
 
 def tag_texts(tagger: WordTagger, texts: Sequence[str]) -> list[list[dict]]:
-    """Entities with type, surface text, character start/end and score for each raw text."""
-    split = [split_words(t) for t in texts]
+    """Entities with type, surface text, character start/end and score for each raw text. A
+    character-level model (KLUE-NER) tags the text's characters, spaces included."""
+    if tagger.info.get("level") == "char":
+        split = [[(c, i, i + 1) for i, c in enumerate(t)] if t.strip() else [] for t in texts]
+    else:
+        split = [split_words(t) for t in texts]
     words = [[w for w, _, _ in s] for s in split]
     nonempty = [i for i, w in enumerate(words) if w]
     tags, probs = tagger.predict([words[i] for i in nonempty])

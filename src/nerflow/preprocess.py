@@ -14,15 +14,17 @@ from nerflow.align import align_labels, encode_texts, encode_words
 from nerflow.atomic import atomic_dir, write_json
 from nerflow.data import load_dataset_dir, read_manifest
 from nerflow.config import PreprocessParams, section
-from nerflow.params import resolve_path
+from nerflow.hub import model_path
 
 INFO = "preprocess.json"
+VOCABULARY = "vocabulary.json"  # with a trimmed vocabulary: the kept ids in the model's numbering
 
 
-def load_tokenizer(model_spec: str | Path):
+def load_tokenizer(model_spec: str | Path, key: str = "preprocess.model"):
+    """The fast tokenizer of a model folder, ``pkg:`` path or Hub id."""
     from transformers import AutoTokenizer
 
-    path = resolve_path(model_spec)
+    path = model_path(model_spec, key)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if not tokenizer.is_fast:
         raise ValueError(f"{model_spec}: nerflow needs a fast tokenizer")
@@ -52,13 +54,15 @@ def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Pat
     max_length, stride, all_sub = params.max_length, params.stride, params.label_all_subtokens
     labels = manifest["labels"]
 
-    out, stats = {}, {}
+    out, stats, texts = {}, {}, []
     level = manifest.get("level", "word")
     for split in dataset:
         rows = dataset[split]
         if level == "char":  # align sub-words to character tags through the offset mapping
-            windows, _ = encode_texts(tokenizer, ["".join(t) for t in rows["tokens"]], max_length, stride)
+            texts += ["".join(t) for t in rows["tokens"]]
+            windows, _ = encode_texts(tokenizer, texts[-len(rows):], max_length, stride)
         else:
+            texts += [" ".join(t) for t in rows["tokens"]] if params.trim_vocabulary else []
             windows = encode_words(tokenizer, rows["tokens"], max_length, stride)
         tags = rows["ner_tags"]
         columns: dict[str, list] = {
@@ -81,6 +85,15 @@ def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Pat
             "sentences_split_into_windows": sum(n > 1 for n in n_windows),
             "max_subtokens_per_window": max(len(ids) for ids in windows.input_ids),
         }
+    vocabulary = None
+    if params.trim_vocabulary:  # keep the pieces the corpus uses; renumber the windows' ids
+        from nerflow.vocab import keep_ids, remap_ids, trimmed_tokenizer
+
+        kept = keep_ids(tokenizer, {i for part in out.values() for ids in part["input_ids"] for i in ids}, texts)
+        original, tokenizer = len(tokenizer), trimmed_tokenizer(tokenizer, kept)
+        out = {split: part.remove_columns("input_ids").add_column("input_ids", remap_ids(part["input_ids"], kept))
+               for split, part in out.items()}
+        vocabulary = {"original": original, "kept": len(kept), "kept_ids": kept}
     info = {
         "labels": labels,
         "content_hash": manifest["content_hash"],
@@ -91,8 +104,12 @@ def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Pat
         "level": level,
         "splits": stats,
     }
+    if vocabulary:
+        info["vocabulary"] = {k: v for k, v in vocabulary.items() if k != "kept_ids"}
     with atomic_dir(out_dir) as tmp:
         DatasetDict(out).save_to_disk(str(tmp))
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        if vocabulary:
+            write_json(tmp / VOCABULARY, vocabulary)
         write_json(tmp / INFO, info)
     return info

@@ -303,22 +303,30 @@ def read_hf_dataset(path: str | Path, opts: Options = None) -> dict[str, Iterato
     """A Hugging Face ``Dataset`` or ``DatasetDict`` saved with ``save_to_disk``: {split: IOB2
     sentences} ("dev" and "valid" are read as validation). Label names come from the ClassLabel
     feature, else from ``label_names``."""
-    from datasets import Dataset, load_from_disk
+    from datasets import load_from_disk
 
-    path, opts = Path(path), section(ReaderOptions, opts)
+    path = Path(path)
     try:
         loaded = load_from_disk(str(path))
     except FileNotFoundError as exc:
         raise NerflowError(f"{path}: not a Hugging Face dataset saved to disk ({exc})") from None
+    return hf_splits(loaded, str(path), opts)
+
+
+def hf_splits(loaded, where: str, opts: Options = None) -> dict[str, Iterator[Sentence]]:
+    """{split: IOB2 sentences} of a loaded ``Dataset`` (one split, "train") or ``DatasetDict``."""
+    from datasets import Dataset
+
+    opts = section(ReaderOptions, opts)
     parts = {"train": loaded} if isinstance(loaded, Dataset) else dict(loaded)
     out = {}
     for split, ds in parts.items():
+        at = f"{where}/{split}"
         missing = [c for c in ("tokens", "ner_tags") if c not in ds.column_names]
         if missing:
-            raise NerflowError(f"{path}/{split}: no column(s) {', '.join(missing)}")
-        where = f"{path}/{split}"
-        sentences = _records(where, iter(ds), _hf_label_names(ds) or opts.label_names)
-        out[SPLIT_ALIASES.get(split, split)] = _in_iob2(_nonempty(sentences, where, "records"), "hf", where, opts.scheme)
+            raise NerflowError(f"{at}: no column(s) {', '.join(missing)} (has {', '.join(ds.column_names)})")
+        sentences = _records(at, iter(ds), _hf_label_names(ds) or opts.label_names)
+        out[SPLIT_ALIASES.get(split, split)] = _in_iob2(_nonempty(sentences, at, "records"), "hf", at, opts.scheme)
     return out
 
 

@@ -36,6 +36,8 @@ def summary(paths: dict[str, Any]) -> str:
     if "error_kinds" in m:
         lines.append("errors     " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in m["error_kinds"].items())
                      + f"; {Path(paths['evaluation_report']) / 'errors.html'}")
+    for name, t in m.get("per_source", {}).items():
+        lines.append(f"source     {name:<10} F1 {t['f1']:.4f}  ({t['sentences']} sentences)")
     for name, t in list(m.get("test_sets", {}).items())[1:]:
         lines.append(f"test set   {name:<10} F1 {t['f1']:.4f}  ({t['sentences']} sentences)")
     d = read_json(paths["decision"])

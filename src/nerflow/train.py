@@ -19,9 +19,11 @@ from nerflow import NerflowError
 from nerflow.atomic import atomic_dir, read_json, write_json
 from nerflow.config import TrainParams, outcome_keys, section
 from nerflow.device import resolve_precision
-from nerflow.params import resolve_path
+from nerflow.hub import model_path as local_model
 from nerflow.predict import MODEL_INFO
 from nerflow.preprocess import INFO as PREPROCESS_INFO
+from nerflow.preprocess import VOCABULARY
+from nerflow.vocab import trim_embeddings
 
 
 def _optimizer(model, lr: float, head_lr: float, weight_decay: float, implementation: str = "foreach"):
@@ -171,8 +173,12 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     labels = info["labels"]
     features = load_from_disk(str(features_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(features_dir / "tokenizer"))
-    model_path = resolve_path(params.model)
+    model_path = local_model(params.model, "train.model")
     model_vocab = AutoTokenizer.from_pretrained(str(model_path)).get_vocab()
+    kept = json.loads((features_dir / VOCABULARY).read_text())["kept_ids"] if (features_dir / VOCABULARY).exists() else None
+    if kept is not None:  # a trimmed vocabulary: the model's pieces at the kept ids, renumbered
+        by_id = {i: piece for piece, i in model_vocab.items()}
+        model_vocab = {by_id.get(old): new for new, old in enumerate(kept)}
     if model_vocab != tokenizer.get_vocab():
         raise NerflowError(
             f"train.model {params.model} has another vocabulary than the tokenizer the features "
@@ -188,6 +194,8 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
+    if kept is not None:
+        trim_embeddings(model, kept)
     if params.freeze_embeddings:
         for param in model.get_input_embeddings().parameters():
             param.requires_grad = False

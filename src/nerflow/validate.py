@@ -19,6 +19,7 @@ a summary) and ``report.html``.
 from __future__ import annotations
 
 import html
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ class Corpus:
 
     names: list[str]
     ranges: dict[str, range]
-    sources: dict[str, tuple[str, str]]
+    sources: dict[str, list[tuple[int, str, str]]]  # split -> (first sentence, file, unit) of each source
     source_line: Any
     n_tokens: Any
     n_tags: Any
@@ -97,7 +98,8 @@ class Corpus:
 
     def where(self, s: int, token: int | None = None) -> dict[str, Any]:
         split = next(name for name, r in self.ranges.items() if s in r)
-        file, unit = self.sources[split]
+        index = s - self.ranges[split].start
+        file, unit = next((f, u) for start, f, u in reversed(self.sources[split]) if start <= index)
         first = int(self.source_line[s])
         if not first:
             line = file
@@ -105,7 +107,7 @@ class Corpus:
             line = f"{file}:{first + (token or 0)}"
         else:
             line = f"{file} record {first}" if unit == "records" else f"{file}:{first}"
-        return {"split": split, "sentence": s - self.ranges[split].start, "line": line}
+        return {"split": split, "sentence": index, "line": line}
 
     def example(self, table: str, row: int, check: str) -> dict[str, Any]:
         """Where row ``row`` of GX table ``table`` comes from, for a failure of ``check``."""
@@ -151,8 +153,11 @@ def read_corpus(dataset, manifest: dict[str, Any]) -> Corpus:
     if (n_tok != n_tag).any():  # token rows pair the first min(tokens, tags) of each sentence
         keep = np.minimum(n_tok, n_tag)
         tokens, tags, offsets = words.filter(pa.array(_heads(n_tok, keep))), tags[_heads(n_tag, keep)], _offsets(keep)
-    sources = {s: (manifest.get("sources", {}).get(s, s), manifest.get("source_units", {}).get(s, "token_lines"))
+    sources = {s: [(0, manifest.get("sources", {}).get(s, s), manifest.get("source_units", {}).get(s, "token_lines"))]
                for s in ranges}
+    for s, parts in manifest.get("source_files", {}).items():  # a split of several sources
+        starts = [0, *itertools.accumulate(part["sentences"] for part in parts)]
+        sources[s] = [(start, part["source"], part["unit"]) for start, part in zip(starts, parts)]
     corpus = Corpus(names, ranges, sources, np.concatenate(lines), n_tok, n_tag, words, word_offsets, ids, vocab,
                     tokens, tags, offsets)
     corpus.dup_of, corpus.leak_of = _same_sentences(corpus)
@@ -203,7 +208,7 @@ def subtoken_counts(tokenizer_spec: str, corpus: Corpus, level: str):
 
     from nerflow.preprocess import load_tokenizer
 
-    tokenizer = load_tokenizer(tokenizer_spec)
+    tokenizer = load_tokenizer(tokenizer_spec, "validate.tokenizer")
     if level == "char":
         sentences = pa.LargeListArray.from_arrays(pa.array(corpus.word_offsets), corpus.words.combine_chunks())
         encoded = pc.dictionary_encode(pc.binary_join(sentences, ""))

@@ -7,7 +7,8 @@ inside the repository are read at that revision with ``dvc.api.DVCFileSystem``: 
 tracks comes from the DVC remote (the repository's default remote at that revision, or the one
 given), a file git tracks from git. ``pkg:`` sources come from the installed package (pinned by
 the image) and absolute paths from the machine that runs the step; both are read as they are
-and their content is hashed, so the data version still names them.
+and their content is hashed, so the data version still names them. A Hub dataset is named by its
+id, configuration and revision (pin ``@<commit>`` for a reproducible run).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nerflow import NerflowError
-from nerflow.config import SECTIONS, DataParams, Params, params_from_text, section
+from nerflow.config import SECTIONS, DataParams, Params, Source, params_from_text, section, source_list
 
 SOURCE_KEYS = ("path", "train", "validation", "test")
 
@@ -90,15 +91,25 @@ def source(repo: str, revision: str, params_file: str = "params.yaml", remote: s
     return {"commit": commit, "data_version": version, "sections": {k: json.dumps(v, sort_keys=True) for k, v in sections.items()}}
 
 
-def _sources(p: DataParams) -> list[tuple[str, str]]:
-    """(key, source) of each corpus source the data section names: ``path`` when set, else
-    each split's."""
-    return [(key, getattr(p, key)) for key in SOURCE_KEYS if getattr(p, key) and (key == "path" or not p.path)]
+def _sources(p: DataParams) -> list[tuple[str, int, Source]]:
+    """(key, position, source) of each corpus source the data section names: ``path`` when
+    set, else each split's."""
+    keys = ("path",) if p.path else SOURCE_KEYS[1:]
+    return [(key, i, src) for key in keys for i, src in enumerate(source_list(getattr(p, key)))]
 
 
 def _versioned(spec: str | None) -> bool:
     """A corpus source read through the repository (a relative path), not as it is."""
     return bool(spec) and not spec.startswith("pkg:") and not Path(spec).is_absolute()
+
+
+def _version(src: Source, fs) -> tuple[str, str]:
+    """(name, version) of one source."""
+    if src.hub:
+        from nerflow.hub import describe
+
+        return describe(src), "hub:" + src.hub
+    return src.path, _hash_in_repo(fs, src.path) if _versioned(src.path) else _hash_local(src.path)
 
 
 def _hash_local(spec: str) -> str:
@@ -136,7 +147,7 @@ def data_version(params: DataParams | dict[str, Any], fs) -> dict[str, Any]:
     """The data params and a version of each source they name (read from DVC's records, not
     downloaded), and their hash: equal versions mean equal data."""
     p = section(DataParams, params)
-    sources = {spec: _hash_in_repo(fs, spec) if _versioned(spec) else _hash_local(spec) for _, spec in _sources(p)}
+    sources = dict(_version(src, fs) for _, _, src in _sources(p))
     body = {"params": p.to_dict(), "sources": sources}
     return {**body, "hash": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()}
 
@@ -159,7 +170,8 @@ def prepare_data_at(params: DataParams | dict[str, Any], repo: str, revision: st
                                "run the pipeline again")
         local = p.to_dict()
         names = {}
-        for key, spec in _sources(p):
+        for key, i, src in _sources(p):
+            spec = src.path
             if not _versioned(spec):
                 continue
             target = Path(scratch) / spec
@@ -171,7 +183,12 @@ def prepare_data_at(params: DataParams | dict[str, Any], repo: str, revision: st
                     fs.get_file(spec, str(target))
             except Exception as exc:  # a remote without the file, missing credentials, ...
                 raise NerflowError(f"{spec}: cannot read it at {commit[:12]} from the DVC remote: {exc}") from None
-            local[key] = str(target)
+            local_src = {**src.model_dump(mode="json"), "path": str(target)}
+            if key == "path":
+                local[key] = local_src
+            else:
+                local[key] = [*local[key]] if isinstance(local[key], list) else [local[key]]
+                local[key][i] = local_src
             names[str(target)] = f"{spec}@{commit[:12]}"
         origin = {"repo": repo, "revision": revision, "commit": commit, "data_version": version["hash"],
                   "sources": version["sources"]}
