@@ -270,11 +270,10 @@ def test_trimmed_vocabulary_keeps_the_corpus_pieces_and_tokenizes_it_the_same(ko
     assert seen["unknown"] == 0 and unseen["unknown"] >= 1 and unseen["unknown"] < unseen["subtokens"]
 
 
-def test_a_korean_sentence_served_by_the_bento_gets_entities_that_slice_the_input(korean_run):
-    """Hangul entities from a real `bentoml serve` of the promoted Korean model: each entity's
-    character offsets slice the input to its text."""
-    import requests
-
+@pytest.fixture(scope="module")
+def korean_server(korean_run):
+    """The Korean model registered, promoted (its Bento built) and served by a real `bentoml serve`
+    of that Bento, under a registry name other than the default."""
     from conftest import bentoml_server
     from nerflow.registry import Registry
 
@@ -288,20 +287,47 @@ def test_a_korean_sentence_served_by_the_bento_gets_entities_that_slice_the_inpu
     tag = json.loads((work / "reg.json").read_text())["model_tag"]
     run_cli(["registry", "promote", tag], pfile, check=True)
     bento = Registry("nerflow-ko", home).state()["bentos"][tag]
-    texts = ["어제 장영실가 경주을 떠났다.", "경주에 간 세종대왕는 오래 머물렀다.", "Ωμέγα 서울"]
     with bentoml_server(bento, home, work / "serve.log") as s:
-        r = requests.post(f"{s.url}/extract", json={"texts": texts}, timeout=60)
-        chars = requests.post(f"{s.url}/tag_tokens", json={"sentences": [list("세종대왕은 부산에서")]}, timeout=60)
-        words = requests.post(f"{s.url}/tag_tokens", json={"sentences": [["세종대왕은", "부산에서"]]}, timeout=60)
-    assert chars.status_code == 200, chars.text
-    assert chars.json()[0]["tags"] == ["B-PS", "I-PS", "I-PS", "I-PS", "O", "O", "B-LC", "I-LC", "O", "O"]
-    assert words.status_code == 400 and "one character per token" in words.text, words.text
+        yield s.url
+
+
+def test_a_korean_sentence_served_by_the_bento_gets_entities_that_slice_the_input(korean_server):
+    """Hangul entities from the served Bento: each entity's character offsets slice the input
+    to its text; pre-tokenized input to a character-level model is one character per token."""
+    import requests
+
+    texts = ["어제 장영실가 경주을 떠났다.", "경주에 간 세종대왕는 오래 머물렀다.", "Ωμέγα 서울"]
+    r = requests.post(f"{korean_server}/extract", json={"texts": texts}, timeout=60)
+    chars = requests.post(f"{korean_server}/tag_tokens", json={"sentences": [list("세종대왕은 부산에서")]}, timeout=60)
+    words = requests.post(f"{korean_server}/tag_tokens", json={"sentences": [["세종대왕은", "부산에서"]]}, timeout=60)
     assert r.status_code == 200, r.text
     first, second, unseen_script = r.json()
     assert [(e["text"], e["type"], e["start"]) for e in first] == [("장영실", "PS", 3), ("경주", "LC", 8)], first
     assert [(e["text"], e["type"], e["start"]) for e in second] == [("경주", "LC", 0), ("세종대왕", "PS", 6)], second
     assert all(text[e["start"]:e["end"]] == e["text"] for text, ents in zip(texts, (first, second)) for e in ents)
     assert isinstance(unseen_script, list)  # an unseen script is answered (its characters are <unk>)
+    assert chars.status_code == 200, chars.text
+    assert chars.json()[0]["tags"] == ["B-PS", "I-PS", "I-PS", "I-PS", "O", "O", "B-LC", "I-LC", "O", "O"]
+    assert words.status_code == 400 and "one character per token" in words.text, words.text
+
+
+def test_the_page_highlights_hangul_entities(korean_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    text = "경주에 간 세종대왕는 오래 머물렀다."
+    browser.get(f"{korean_server}/ui/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model").get_attribute("data-tag"))
+    box = browser.find_element(By.ID, "text")
+    box.clear()
+    box.send_keys(text)
+    browser.find_element(By.ID, "run").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#result mark")) == 2)
+    marks = browser.find_elements(By.CSS_SELECTOR, "#result mark")
+    assert [(m.get_attribute("data-type"), m.text.removesuffix(m.get_attribute("data-type"))) for m in marks] == [
+        ("LC", "경주"), ("PS", "세종대왕")]
+    assert browser.find_element(By.ID, "result").text.replace("LC", "").replace("PS", "") == text
 
 
 @pytest.mark.parametrize("name", ["klue-ner.yaml", "cross-lingual.yaml"])
