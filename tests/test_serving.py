@@ -67,6 +67,15 @@ def test_entities_with_character_offsets(server):
     assert empty == [] and blank == []
 
 
+def test_spanish_text_offsets_slice_the_input(server):
+    text = "José Martínez llegó a A Coruña el 23 de mayo (EFE)."
+    r = requests.post(f"{server['url']}/extract", json={"texts": [text]}, timeout=60)
+    assert r.status_code == 200, r.text
+    (ents,) = r.json()
+    assert [e["text"] for e in ents][:6] == ["José", "Martínez", "llegó", "a", "A", "Coruña"]
+    assert all(text[e["start"]:e["end"]] == e["text"] for e in ents) and len(ents) == 14
+
+
 def test_pre_tokenized_input_gets_a_tag_and_score_per_token(server):
     sentences = [["EU", "rejects", "German", "call"], ["Peter"]]
     r = requests.post(f"{server['url']}/tag_tokens", json={"sentences": sentences}, timeout=60)
