@@ -61,8 +61,9 @@ def model_path(spec: str | Path, key: str = "model") -> Path:
     from nerflow.params import resolve_path
 
     spec = str(spec)
-    local = spec.startswith("pkg:") or Path(spec).exists() or Path(spec).parent not in (Path("."), Path(spec))  \
-        and Path(spec).parent.exists()  # models/typo: a local path, not an "owner/name" id
+    parent = Path(spec).parent
+    # models/typo (its folder exists): a local path, not an "owner/name" id
+    local = spec.startswith("pkg:") or Path(spec).exists() or (parent != Path(".") and parent.exists())
     parsed = None if local else split_id(spec)
     if parsed is None:
         return resolve_path(spec)

@@ -54,15 +54,13 @@ def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Pat
     max_length, stride, all_sub = params.max_length, params.stride, params.label_all_subtokens
     labels = manifest["labels"]
 
-    out, stats, texts = {}, {}, []
+    out, stats = {}, {}
     level = manifest.get("level", "word")
     for split in dataset:
         rows = dataset[split]
         if level == "char":  # align sub-words to character tags through the offset mapping
-            texts += ["".join(t) for t in rows["tokens"]]
-            windows, _ = encode_texts(tokenizer, texts[-len(rows):], max_length, stride)
+            windows, _ = encode_texts(tokenizer, ["".join(t) for t in rows["tokens"]], max_length, stride)
         else:
-            texts += [" ".join(t) for t in rows["tokens"]] if params.trim_vocabulary else []
             windows = encode_words(tokenizer, rows["tokens"], max_length, stride)
         tags = rows["ner_tags"]
         columns: dict[str, list] = {
@@ -75,7 +73,7 @@ def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Pat
         columns["word_start"] = [word_starts(w) for w in windows.word_ids]  # scoring: words, not sub-tokens
         if windows.token_type_ids is not None:
             columns["token_type_ids"] = windows.token_type_ids
-        out[split] = Dataset.from_dict(columns)
+        out[split] = columns
         n_windows = [0] * len(rows)
         for s in windows.sentence:
             n_windows[s] += 1
@@ -89,10 +87,11 @@ def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Pat
     if params.trim_vocabulary:  # keep the pieces the corpus uses; renumber the windows' ids
         from nerflow.vocab import keep_ids, remap_ids, trimmed_tokenizer
 
-        kept = keep_ids(tokenizer, {i for part in out.values() for ids in part["input_ids"] for i in ids}, texts)
+        words = (word for split in dataset for sentence in dataset[split]["tokens"] for word in sentence)
+        kept = keep_ids(tokenizer, {i for columns in out.values() for ids in columns["input_ids"] for i in ids}, words)
         original, tokenizer = len(tokenizer), trimmed_tokenizer(tokenizer, kept)
-        out = {split: part.remove_columns("input_ids").add_column("input_ids", remap_ids(part["input_ids"], kept))
-               for split, part in out.items()}
+        for columns in out.values():
+            columns["input_ids"] = remap_ids(columns["input_ids"], kept)
         vocabulary = {"original": original, "kept": len(kept), "kept_ids": kept}
     info = {
         "labels": labels,
@@ -107,7 +106,7 @@ def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Pat
     if vocabulary:
         info["vocabulary"] = {k: v for k, v in vocabulary.items() if k != "kept_ids"}
     with atomic_dir(out_dir) as tmp:
-        DatasetDict(out).save_to_disk(str(tmp))
+        DatasetDict({split: Dataset.from_dict(columns) for split, columns in out.items()}).save_to_disk(str(tmp))
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         if vocabulary:
             write_json(tmp / VOCABULARY, vocabulary)

@@ -33,7 +33,8 @@ def _model_json(tokenizer) -> dict[str, Any]:
 
 
 def keep_ids(tokenizer, used: Iterable[int], texts: Iterable[str]) -> list[int]:
-    """The ids to keep: the specials, ``used`` and each character's own pieces."""
+    """The ids to keep: the specials, ``used`` and the own pieces of each character of ``texts``
+    (words or sentences)."""
     vocab = tokenizer.get_vocab()
     spec = _model_json(tokenizer)
     kind = spec["model"]["type"]
