@@ -62,9 +62,9 @@ pipeline: install
 retrain: install
 	nerflow retrain
 
-## Serve the registry's production model (its Bento) on port 3000; the page is at /ui/.
+## Serve the production model (its Bento) of params.yaml's registry on port 3000; the page is at /ui/.
 serve: install
-	BENTOML_HOME=$(abspath .bentoml) bentoml serve $$(python -c "from nerflow.registry import Registry; r = Registry('nerflow-ner', '$(abspath .bentoml)'); print(r.state()['bentos'][r.production()])") --port 3000
+	BENTOML_HOME=$(abspath .bentoml) bentoml serve $$(python -c "from nerflow.config import load_params; from nerflow.registry import Registry; r = Registry(load_params('params.yaml').registry.model_name, '$(abspath .bentoml)'); print(r.state()['bentos'][r.production()])") --port 3000
 
 ## Our train step vs the HF guide's recipe, and evaluate vs a plain pipeline (prints ratios).
 bench: install

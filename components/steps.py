@@ -135,10 +135,11 @@ def evaluate_op(
 
     configure()
     m = evaluate(json.loads(evaluate_params), model.path, dataset.path, metrics_json.path, predictions.path, error_analysis.path)
-    for key in ("f1", "precision", "recall", "accuracy"):
-        metrics.log_metric(key, m[key])
-    for etype, v in m["per_type"].items():
-        metrics.log_metric(f"f1_{etype}", v["f1"])
+    for key in ("f1", "precision", "recall", "accuracy", "macro_f1"):
+        if key in m:
+            metrics.log_metric(key, m[key])
+    for name, v in (m.get("per_type") or m.get("per_class") or {}).items():  # entity types, or classes
+        metrics.log_metric(f"f1_{name}", v["f1"])
     # the metrics are metadata; a file at the artifact's path also lets a local run's cache
     # (which treats an artifact with no file as a miss) reuse this task
     with open(metrics.path, "w", encoding="utf-8") as fh:

@@ -1,15 +1,21 @@
-"""BentoML service for the production NER model.
+"""BentoML service for the production model, of either task: the model's nerflow.json says
+which (``task``: token-classification, the default, or text-classification).
 
-    POST /extract      {"texts": ["..."]}                -> entities per text: type, text, start, end, score
-    POST /tag_tokens   {"sentences": [["tok", ...]]}     -> a tag and score per token, and the entities
-    POST /model_info   {}                                -> tag, metrics, labels, data version, limits
-    GET  /ui/          a page: type a text, see its entities highlighted by type (no CDN, works offline)
+    POST /extract      {"texts": ["..."]}                -> NER: entities per text: type, text, start, end, score
+    POST /tag_tokens   {"sentences": [["tok", ...]]}     -> NER: a tag and score per token, and the entities
+    POST /classify     {"texts": ["..."]}                -> text classification: label, score, every class's
+                                                            probability and whether the text was cut, per text
+    POST /model_info   {}                                -> task, tag, metrics, labels, data version, limits
+    GET  /ui/          a page: type a text, see its entities highlighted by type, or its label and
+                       every class's probability (no CDN, works offline)
     GET  /healthz /livez /readyz /metrics               BentoML's health, readiness and Prometheus metrics
 
-Both tagging endpoints are adaptively batched across requests. Long texts are cut into
-overlapping windows and every word is tagged, never truncated. Requests over the limits
-(texts or sentences per request, characters per text, tokens per sentence) get a 400 that
-names the limit; a body over NERFLOW_MAX_REQUEST_BYTES a 413 before it is read. With
+An endpoint of the other task answers 400 and names the right one. The prediction endpoints
+are adaptively batched across requests. For NER, long texts are cut into overlapping windows
+and every word is tagged, never truncated; a classified text longer than the model's
+max_length is cut as in training (head and tail) and its answer says ``truncated``. Requests
+over the limits (texts or sentences per request, characters per text, tokens per sentence)
+get a 400 that names the limit; a body over NERFLOW_MAX_REQUEST_BYTES a 413 before it is read. With
 NERFLOW_API_TOKEN (or NERFLOW_API_TOKEN_FILE) every endpoint but health, readiness, metrics and
 the page's files needs ``Authorization: Bearer <token>``. /metrics carries
 ``nerflow_model_info{model_tag=...}``. SIGTERM drains: requests in flight are answered, open
@@ -45,7 +51,8 @@ from nerflow.guard import (  # noqa: E402
     max_request_bytes,
     publish_served_model,
 )
-from nerflow.predict import WordTagger, entities_from_tags, tag_texts  # noqa: E402
+from nerflow.predict import entities_from_tags, tag_texts  # noqa: E402
+from nerflow.tasks import TEXT, TOKEN, task_of  # noqa: E402
 
 MAX_ITEMS = int(os.environ.get("NERFLOW_MAX_ITEMS", "32"))  # texts or sentences in one request
 MAX_TEXT_CHARS = int(os.environ.get("NERFLOW_MAX_TEXT_CHARS", "20000"))  # characters in one text
@@ -84,12 +91,23 @@ def resolve_model_tag() -> str:
             return str(models[0]["tag"])
     from nerflow.registry import Registry
 
-    registry = Registry(os.environ.get("NERFLOW_MODEL_NAME", "nerflow-ner"))
+    registry = Registry(os.environ.get("NERFLOW_MODEL_NAME") or _registry_name())
     tag = registry.production()
     if tag is None:
         raise RuntimeError(f"no production model in the registry at {registry.state_path}: run the pipeline "
                            "(make run) or `nerflow registry promote <tag>`, or set NERFLOW_MODEL_TAG")
     return tag
+
+
+def _registry_name() -> str:
+    """The registry the project's params.yaml names (registry.model_name: nerflow-ner, or a text
+    classifier's), read from the current folder; nerflow-ner without one."""
+    params = Path.cwd() / "params.yaml"
+    if params.is_file():
+        from nerflow.config import load_params
+
+        return load_params(params).registry.model_name
+    return "nerflow-ner"
 
 
 MODEL_TAG = resolve_model_tag()
@@ -113,7 +131,16 @@ class TaggedSentence(BaseModel):
     entities: list[Entity]
 
 
+class Classification(BaseModel):
+    label: str
+    score: float = Field(description="probability of the label")
+    scores: dict[str, float] = Field(description="probability of every class")
+    truncated: bool = Field(description="the text was over the model's max_length sub-tokens and was cut "
+                                        "(its head and tail kept, as in training)")
+
+
 class ModelInfo(BaseModel):
+    task: str = Field(description="token-classification (/extract, /tag_tokens) or text-classification (/classify)")
     tag: str
     labels: list[str]
     level: str
@@ -124,6 +151,8 @@ class ModelInfo(BaseModel):
     created: str
     limits: dict
     workers: int
+    truncation: dict = Field(default_factory=dict, description="text classification: max_length (sub-tokens), "
+                                                              "how longer texts are cut, head_share")
 
 
 def _static_app():
@@ -143,37 +172,56 @@ class NERService:
         import torch
 
         torch.set_num_threads(int(os.environ.get("NERFLOW_TORCH_THREADS") or max(1, (os.cpu_count() or 1) // WORKERS)))
-        self.tagger = WordTagger(self.model_ref.path)
+        task = task_of(self.model_ref.path)
+        self.task = task.name
+        self.model = task.predictor(self.model_ref.path)  # WordTagger (NER) or TextClassifier
         stored = getattr(self.model_ref, "stored", self.model_ref)  # resolved to the stored Model in a worker
         publish_served_model(str(stored.tag))
         meta = stored.info.metadata
         metrics = dict(meta.get("metrics") or {})
+        text = self.task == TEXT
+        keep = ("accuracy", "macro_f1", "f1", "precision", "recall", "per_class", "split") if text else \
+            ("f1", "precision", "recall", "per_type", "scheme", "split")
         self.info = ModelInfo(
-            tag=str(stored.tag), labels=self.tagger.labels, level=self.tagger.info.get("level", "word"),
-            base_model=str(meta.get("base_model", self.tagger.info.get("base_model", ""))),
-            data_version=str(meta.get("data_hash", self.tagger.info.get("content_hash", ""))),
+            task=self.task, tag=str(stored.tag), labels=self.model.labels,
+            level="text" if text else self.model.info.get("level", "word"),
+            base_model=str(meta.get("base_model", self.model.info.get("base_model", ""))),
+            data_version=str(meta.get("data_hash", self.model.info.get("content_hash", ""))),
             git_revision=str(meta.get("git_revision", "")),
-            metrics={k: metrics[k] for k in ("f1", "precision", "recall", "per_type", "scheme", "split") if k in metrics},
+            metrics={k: metrics[k] for k in keep if k in metrics},
             created=str(stored.info.creation_time),
             limits={"items_per_request": MAX_ITEMS, "characters_per_text": MAX_TEXT_CHARS,
                     "tokens_per_sentence": MAX_TOKENS, "characters_per_token": MAX_TOKEN_CHARS},
             workers=WORKERS,
+            truncation={"max_length": self.model.max_length, "mode": self.model.truncation,
+                        "head_share": self.model.head_share} if text else {},
         )
+
+    def _require(self, task: str) -> None:
+        if self.task == task:
+            return
+        if task == TEXT:
+            raise InvalidArgument(f"the served model {self.info.tag} is a {TOKEN} (NER) model: use /extract or "
+                                  "/tag_tokens; /classify serves text-classification models")
+        raise InvalidArgument(f"the served model {self.info.tag} is a {TEXT} model: use /classify; /extract and "
+                              "/tag_tokens serve token-classification (NER) models")
 
     # Adaptive batching: requests are merged into batches of up to 64 texts. The latency
     # bound is generous: a tight one makes BentoML shed load with 503s (seen at 100 ms with
     # 16 clients); the batch is cut as soon as the model is free anyway.
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=60_000)
     def extract(self, texts: Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]) -> list[list[Entity]]:
-        """Entities in each text: type, surface text, character start/end (into that text), score."""
-        return [[Entity(**{k: e[k] for k in Entity.model_fields}) for e in ents] for ents in tag_texts(self.tagger, texts)]
+        """NER: entities in each text: type, surface text, character start/end (into that text), score."""
+        self._require(TOKEN)
+        return [[Entity(**{k: e[k] for k in Entity.model_fields}) for e in ents] for ents in tag_texts(self.model, texts)]
 
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=60_000)
     def tag_tokens(self, sentences: Annotated[list[Sentence], Field(min_length=1, max_length=MAX_ITEMS)]) -> list[TaggedSentence]:
-        """Pre-tokenized input: a tag (IOB2) and its probability for every token, and the
+        """NER, pre-tokenized input: a tag (IOB2) and its probability for every token, and the
         entities with token indices (start inclusive, end exclusive)."""
+        self._require(TOKEN)
         try:
-            tags, probs = self.tagger.predict(sentences)
+            tags, probs = self.model.predict(sentences)
         except ValueError as exc:  # words sent to a character-level model
             raise InvalidArgument(str(exc)) from None
         out = []
@@ -183,9 +231,16 @@ class NERService:
             out.append(TaggedSentence(tags=t, scores=[round(float(x), 4) for x in p], entities=ents))
         return out
 
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=60_000)
+    def classify(self, texts: Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]) -> list[Classification]:
+        """Text classification: per text, the label, its probability, every class's probability, and
+        whether the text was over the model's max_length (then cut as in training: head and tail)."""
+        self._require(TEXT)
+        return [Classification.model_construct(**r) for r in self.model.predict(texts)]
+
     @bentoml.api
     def model_info(self) -> ModelInfo:
-        """The served model: tag, test metrics, labels, data version, git revision, limits."""
+        """The served model: task, tag, test metrics, labels, data version, git revision, limits."""
         return self.info
 
 

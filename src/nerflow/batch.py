@@ -41,7 +41,7 @@ def _positive(value: str) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("predict", help="tag a file (text lines, CoNLL or JSON Lines) with a stored model")
+    p = sub.add_parser("predict", help="tag (or classify) a file (text lines, CoNLL or JSON Lines) with a stored model")
     p.add_argument("input", metavar="INPUT", help="the file to tag")
     p.add_argument("--model", default="production",
                    help="a model folder, a registry tag (nerflow-ner:<version>) or production (default)")
@@ -196,7 +196,11 @@ def predict_file(input_path, model: str, registry_params=None, out=None, input_f
     from nerflow.atomic import atomic_file
     from nerflow.predict import MODEL_INFO, WordTagger
 
+    from nerflow.tasks import TEXT, task_of
+
     model_dir, _ = resolve_model(model, registry_params)
+    if task_of(model_dir).name == TEXT:
+        return classify_file(input_path, model_dir, out, input_format, output_format, batch_size, precision, progress)
     info_path = model_dir / MODEL_INFO
     char_level = info_path.is_file() and json.loads(info_path.read_text()).get("level") == "char"
     items = read_input(input_path, input_format, char_level)
@@ -213,6 +217,39 @@ def predict_file(input_path, model: str, registry_params=None, out=None, input_f
                 fh.write("".join(f"{t}\t{g}\n" for t, g in zip(item.tokens, tags)) + "\n")
             else:
                 fh.write(json.dumps(record(item, tags, probs), ensure_ascii=False) + "\n")
+    return len(items)
+
+
+def classify_file(input_path, model_dir: Path, out=None, input_format: str = "auto", output_format: str = "jsonl",
+                  batch_size: int = 64, precision: str = "auto", progress: bool = False) -> int:
+    """predict with a text-classification model: a label, its score and every class's
+    probability per text line or JSONL {"text": ...} record (``truncated``: cut to head and
+    tail as in training)."""
+    from tqdm import tqdm
+
+    from nerflow.atomic import atomic_file
+    from nerflow.classify import TextClassifier
+
+    if output_format == "conll" or input_format == "conll":
+        raise NerflowError(f"{model_dir}: a text-classification model reads text lines or JSON Lines and writes JSON Lines")
+    items = read_input(input_path, input_format if input_format != "auto" or str(input_path).endswith(
+        (".jsonl", ".json", ".ndjson")) else "text")
+    if any(item.text is None for item in items):
+        bad = next(item for item in items if item.text is None)
+        raise NerflowError(f"{input_path}:{bad.line}: a text-classification model needs {{\"text\": \"...\"}} records")
+    if not progress:
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+    classifier = TextClassifier(model_dir, precision=precision, batch_size=batch_size)
+    with (atomic_file(out) if out else contextlib.nullcontext(sys.stdout)) as fh, \
+            tqdm(total=len(items), unit="text", file=sys.stderr, disable=not progress) as bar:
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            for item, result in zip(chunk, classifier.predict([item.text for item in chunk])):
+                rec = ({} if item.id is None else {"id": item.id}) | {"text": item.text, **result}
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            bar.update(len(chunk))
     return len(items)
 
 

@@ -116,8 +116,11 @@ def run(argv: list[str] | None = None) -> int:
     if step == "data":
         from nerflow.data import prepare_data
 
+        from nerflow.tasks import task_named
+
         m = prepare_data(params.data, args.out)
-        print(f"data: {args.out}: " + ", ".join(f"{s} {v['sentences']} sentences" for s, v in m["splits"].items())
+        unit = task_named(m.get("task")).unit
+        print(f"data: {args.out}: " + ", ".join(f"{s} {v.get('sentences', v.get('texts'))} {unit}s" for s, v in m["splits"].items())
               + f"; {len(m['labels'])} labels; version {m['content_hash'][:12]}")
     elif step == "validate":
         from nerflow.validate import ValidationFailed, format_table, validate_dataset
@@ -136,7 +139,8 @@ def run(argv: list[str] | None = None) -> int:
 
         info = preprocess(params.preprocess, args.dataset, args.out)
         print(f"preprocess: {args.out}: " + ", ".join(
-            f"{s} {v['windows']} windows ({v['sentences_split_into_windows']} long sentences split)"
+            f"{s} {v['windows']} windows ({v['sentences_split_into_windows']} long sentences split)" if "windows" in v
+            else f"{s} {v['texts']} texts ({v['truncated']} over {info['max_length']} sub-tokens: {info['truncation']})"
             for s, v in info["splits"].items()))
     elif step == "train":
         from nerflow.train import train
@@ -150,8 +154,9 @@ def run(argv: list[str] | None = None) -> int:
         from nerflow.evaluate import evaluate
 
         m = evaluate(params.evaluate, args.model, args.dataset, args.metrics, args.predictions, args.report)
-        print(f"evaluate: test F1 {m['f1']:.4f} (P {m['precision']:.4f}, R {m['recall']:.4f}); "
-              + ", ".join(f"{t} {v['f1']:.3f}" for t, v in m["per_type"].items())
+        head = f"accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, " if "per_class" in m else ""
+        print(f"evaluate: test {head}F1 {m['f1']:.4f} (P {m['precision']:.4f}, R {m['recall']:.4f}); "
+              + ", ".join(f"{t} {v['f1']:.3f}" for t, v in (m.get("per_type") or m["per_class"]).items())
               + f"; error analysis {Path(args.report) / 'errors.html'}")
         if len(m["test_sets"]) > 1:
             print((Path(args.report) / "test_sets.md").read_text())

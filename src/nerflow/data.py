@@ -136,23 +136,51 @@ def _read_source(src: Source, p: DataParams, fill: str | None = None) -> tuple[d
         where, path = src.path, resolve_path(src.path)
         fmt = detect_format(path) if opts.format == "auto" else opts.format
         parts = read_hf_dataset(path, opts) if fmt == "hf" else {"all": iter_split(path, fmt, opts)}
-    if fill is not None:
-        want = "all" if "all" in parts else SPLIT_ALIASES.get(src.split, src.split) if src.split else fill
-        if want not in parts and not (len(parts) == 1 and not src.split):
-            raise NerflowError(f"{where}: no split {want!r} (has {', '.join(parts)}); name the one to read as split:")
-        parts = {fill: parts.get(want) or next(iter(parts.values()))}
+    parts = pick_split(parts, src, fill, where)
     return {name: to_table(part, src.label()) for name, part in parts.items()}, where, path, fmt
 
 
-def read_corpus(params: DataParams | dict[str, Any]) -> tuple[dict[str, pa.Table], dict[str, str], list[Path], dict[str, list]]:
+def pick_split(parts: dict[str, Any], src: Source, fill: str | None, where: str) -> dict[str, Any]:
+    """Of a source's {split: rows}, the one that fills split ``fill`` (the source's own ``split``,
+    else that name; a file of one split fills any), as {fill: rows}; all of them when ``fill``
+    is None."""
+    if fill is None:
+        return parts
+    want = "all" if "all" in parts else SPLIT_ALIASES.get(src.split, src.split) if src.split else fill
+    if want not in parts and not (len(parts) == 1 and not src.split):
+        raise NerflowError(f"{where}: no split {want!r} (has {', '.join(parts)}); name the one to read as split:")
+    return {fill: parts.get(want) or next(iter(parts.values()))}
+
+
+def _held_out(tables: dict[str, pa.Table], sources: dict[str, str], layout: dict[str, list], p: DataParams):
+    """Validation as ``data.validation_share`` of train, drawn with ``split_seed``; both keep
+    their rows' source lines (in the train file), so validation still names file and line."""
+    import numpy as np
+
+    train = tables["train"]
+    order = np.random.default_rng(p.split_seed).permutation(train.num_rows)
+    n_dev = max(1, int(round(train.num_rows * p.validation_share)))
+    dev_idx, train_idx = np.sort(order[:n_dev]), np.sort(order[n_dev:])
+    if len(layout["train"]) > 1:
+        raise NerflowError("data.validation_share needs a train split of one source (a list was given)")
+    where, _, fmt = layout["train"][0]
+    tables = {**tables, "train": train.take(pa.array(train_idx)), "validation": train.take(pa.array(dev_idx))}
+    sources = {**sources, "validation": sources["train"]}
+    layout = {**layout, "train": [(where, len(train_idx), fmt)], "validation": [(where, n_dev, fmt)]}
+    return tables, sources, layout
+
+
+def read_corpus(params: DataParams | dict[str, Any], read=None) -> tuple[dict[str, pa.Table], dict[str, str], list[Path], dict[str, list]]:
     """The splits named by the `data` params: {split: table of IOB2 sentences (see ``TABLE``)},
     {split: source}, local source paths, and {split: [(source, sentences, format) of each of its
     sources]}. ``source_line`` is a line number for text formats and a record number for the
-    others. A split of several sources is their sentences in the order listed."""
+    others. A split of several sources is their sentences in the order listed. ``read``: how one
+    source is read (``_read_source``'s signature; text classification reads texts and labels)."""
     p = section(DataParams, params)
+    read = read or _read_source
     paths, layout = [], {}
     if p.path:
-        parts, where, path, fmt = _read_source(p.path, p)
+        parts, where, path, fmt = read(p.path, p)
         paths = [path] if path else []
         if set(SPLITS) <= set(parts):
             tables = {s: parts[s] for s in SPLITS}
@@ -164,11 +192,16 @@ def read_corpus(params: DataParams | dict[str, Any]) -> tuple[dict[str, pa.Table
     else:
         tables, sources = {}, {}
         for split in SPLITS:
-            read = [_read_source(src, p, split) for src in source_list(getattr(p, split))]
-            tables[split] = pa.concat_tables(parts[split] for parts, *_ in read)
-            sources[split] = " + ".join(where for _, where, _, _ in read)
-            paths += [path for _, _, path, _ in read if path]
-            layout[split] = [(where, parts[split].num_rows, fmt) for parts, where, _, fmt in read]
+            done = [read(src, p, split) for src in source_list(getattr(p, split))]
+            if not done:  # validation carved out of train below (data.validation_share)
+                continue
+            tables[split] = pa.concat_tables(parts[split] for parts, *_ in done)
+            sources[split] = " + ".join(where for _, where, _, _ in done)
+            paths += [path for _, _, path, _ in done if path]
+            layout[split] = [(where, parts[split].num_rows, fmt) for parts, where, _, fmt in done]
+        if "validation" not in tables:
+            tables, sources, layout = _held_out(tables, sources, layout, p)
+        tables, sources, layout = ({s: d[s] for s in SPLITS} for d in (tables, sources, layout))
     for split, table in tables.items():
         if p.max_sentences:
             tables[split] = table = table.slice(0, p.max_sentences)
@@ -200,13 +233,22 @@ def _renamed(source: str, names: dict[str, str]) -> str:
 
 def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path, origin: dict[str, Any] | None = None,
                  source_names: dict[str, str] | None = None) -> dict[str, Any]:
-    """Read the corpus named in ``params`` (the `data` section) into the canonical dataset.
-    ``origin`` (KFP path, nerflow.versioned): the repository, commit and source versions the
-    corpus was read at, kept in the manifest; ``source_names``: how to name a scratch copy."""
+    """Read the corpus named in ``params`` (the `data` section) into the canonical dataset of
+    its task (``data.task``). ``origin`` (KFP path, nerflow.versioned): the repository, commit
+    and source versions the corpus was read at, kept in the manifest; ``source_names``: how to
+    name a scratch copy."""
+    from nerflow.tasks import task_named
+
+    p = section(DataParams, params)
+    return task_named(p.task).prepare_data(p, out_dir, origin, source_names)
+
+
+def prepare_token_data(p: DataParams, out_dir: str | Path, origin: dict[str, Any] | None = None,
+                       source_names: dict[str, str] | None = None) -> dict[str, Any]:
+    """prepare_data for token classification: IOB2 tags as ClassLabel ids."""
     from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Sequence, Value, disable_progress_bars
 
     disable_progress_bars()
-    p = section(DataParams, params)
     tables, sources, paths, layout = read_corpus(p)
     split_fmts = {split: parts[0][2] for split, parts in layout.items()}
     levels = {"char" if fmt == "klue" else "word" for fmt in split_fmts.values()}
@@ -230,6 +272,7 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path, origi
     # how source_line reads: a token per line (CoNLL, KLUE), a record per line (JSONL), records
     kinds = {"conll": "token_lines", "klue": "token_lines", "jsonl": "record_lines"}
     manifest = {
+        "task": p.task,
         "content_hash": version,
         "level": level,
         "formats": split_fmts,
@@ -246,6 +289,15 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path, origi
             for split, t in tables.items()
         },
     }
+    return write_dataset(out_dir, dataset, manifest, tables, layout, paths, kinds, p, origin, source_names)
+
+
+def write_dataset(out_dir, dataset, manifest: dict[str, Any], tables: dict[str, pa.Table], layout: dict[str, list],
+                  paths: list[Path], kinds: dict[str, str], p: DataParams, origin: dict[str, Any] | None,
+                  source_names: dict[str, str] | None) -> dict[str, Any]:
+    """What every task's dataset records beside its rows (examples per named source, where a
+    split of several files starts in each, held-out validation, the origin), written atomically
+    with a copy of the raw sources; the manifest."""
     named = {split: dict(zip(*(v.to_pylist() for v in pc.value_counts(t["source"]).flatten())))
              for split, t in tables.items()}
     if any(name for counts in named.values() for name in counts):  # several corpora: sentences per source
@@ -254,6 +306,8 @@ def prepare_data(params: DataParams | dict[str, Any], out_dir: str | Path, origi
         manifest["source_files"] = {split: [{"source": _renamed(where, source_names or {}), "sentences": n,
                                              "unit": kinds.get(fmt, "records")} for where, n, fmt in parts]
                                     for split, parts in layout.items()}
+    if p.validation_share and not source_list(p.validation) and not p.path:
+        manifest["validation_share"] = {"share": p.validation_share, "seed": p.split_seed, "of": "train"}
     if origin:
         manifest["origin"] = origin
     with atomic_dir(out_dir) as tmp:

@@ -44,6 +44,17 @@ def evaluate(
     report_dir: str | Path | None = None,
     split: str = "test",
 ) -> dict[str, Any]:
+    """Score the model on the dataset's ``split`` as its task does (nerflow.tasks): seqeval
+    for token classification, scikit-learn's classification scores for text classification."""
+    from nerflow.tasks import task_of
+
+    return task_of(read_manifest(dataset_dir)).evaluate(params, model_dir, dataset_dir, metrics_out, predictions_out,
+                                                        report_dir, split)
+
+
+def evaluate_tokens(params, model_dir, dataset_dir, metrics_out, predictions_out, report_dir=None,
+                    split: str = "test") -> dict[str, Any]:
+    """evaluate for token classification (see the module doc; arguments as ``evaluate``)."""
     from nerflow.predict import WordTagger
 
     params = section(EvaluateParams, params)
@@ -72,6 +83,7 @@ def evaluate(
     main = results[split]
     metrics = dict(main["scores"][scheme])
     metrics.update(
+        task="token-classification",
         split=split,
         level=level,
         sentences=len(main["tokens"]),

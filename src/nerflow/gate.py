@@ -19,12 +19,12 @@ records every number and the reason for each check.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from nerflow import NerflowError
 from nerflow.atomic import read_json, write_json
 from nerflow.config import GateParams, section
-from nerflow.metrics import score
+from nerflow.metrics import f1_from_counts
 
 
 def _gate_params(params: GateParams | dict[str, Any]) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def _gate_params(params: GateParams | dict[str, Any]) -> dict[str, Any]:
     return {
         "min_f1": g.min_f1, "type_min_f1": dict(g.type_min_f1), "default_type_min_f1": g.default_type_min_f1,
         "max_type_regression": g.max_type_regression, "min_delta": g.min_delta, "samples": g.bootstrap.samples,
-        "seed": g.bootstrap.seed, "confidence": g.bootstrap.confidence, "scheme": g.scheme,
+        "seed": g.bootstrap.seed, "confidence": g.bootstrap.confidence, "scheme": g.scheme, "metric": g.metric,
     }
 
 
@@ -60,29 +60,27 @@ def sentence_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
     return out
 
 
-def _f1(tp, n_pred, n_gold):
+
+
+def paired_bootstrap(challenger, champion, samples: int, seed: int, min_delta: float, confidence: float,
+                     value: Callable | None = None) -> dict[str, Any]:
+    """Resample test examples with replacement (the same resample for both models) and compare
+    the metric each time. ``challenger``/``champion``: per-example count matrices; ``value``:
+    the metric of summed counts [resamples x columns] (default: micro F1 of (tp, predicted,
+    gold) per sentence, as ``sentence_counts`` gives them)."""
     import numpy as np
 
-    denom = n_pred + n_gold
-    return np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 0.0)
-
-
-def paired_bootstrap(challenger, champion, samples: int, seed: int, min_delta: float, confidence: float) -> dict[str, Any]:
-    """Resample test sentences with replacement (the same resample for both models) and
-    compare micro F1 each time. ``challenger``/``champion``: per-sentence counts."""
-    import numpy as np
-
+    value = value or (lambda s: f1_from_counts(s[:, 0], s[:, 1], s[:, 2]))
     n = len(challenger)
     rng = np.random.default_rng(seed)
-    counts = np.concatenate([challenger, champion[:, :2]], axis=1).astype(np.float64)  # tp_a, pred_a, gold, tp_b, pred_b
+    a, b = np.asarray(challenger, np.float64), np.asarray(champion, np.float64)
     deltas = []
     for start in range(0, samples, 250):
         k = min(250, samples - start)
         idx = rng.integers(0, n, size=(k, n))
         weights = np.zeros((k, n))
         np.add.at(weights, (np.repeat(np.arange(k), n), idx.ravel()), 1.0)
-        s = weights @ counts
-        deltas.append(_f1(s[:, 0], s[:, 1], s[:, 2]) - _f1(s[:, 3], s[:, 4], s[:, 2]))
+        deltas.append(value(weights @ a) - value(weights @ b))
     d = np.concatenate(deltas)
     alpha = 1 - confidence
     return {
@@ -93,24 +91,35 @@ def paired_bootstrap(challenger, champion, samples: int, seed: int, min_delta: f
     }
 
 
+METRIC_NAMES = {"f1": "F1", "macro_f1": "macro F1", "accuracy": "accuracy"}
+
+
 def decide(
     params: GateParams | dict[str, Any],
-    gold: Sequence[Sequence[str]],
-    challenger_pred: Sequence[Sequence[str]],
-    champion_pred: Sequence[Sequence[str]] | None = None,
+    gold: Sequence,
+    challenger_pred: Sequence,
+    champion_pred: Sequence | None = None,
     challenger_tag: str | None = None,
     champion_tag: str | None = None,
+    task=None,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The decision, with every number and the reason for each check."""
+    """The decision, with every number and the reason for each check. ``task`` (nerflow.tasks;
+    default token classification) scores the predictions: tag sequences per sentence, or a
+    label per text (``labels``: the model's label set, in its order)."""
+    from nerflow.tasks import task_named
+
+    task = task or task_named(None)
     p = _gate_params(params)
-    challenger = score(gold, challenger_pred, p["scheme"])
+    metric, what = p["metric"], METRIC_NAMES[p["metric"]]
+    challenger = task.gate_score(gold, challenger_pred, metric, p["scheme"], labels)
     checks: list[dict[str, Any]] = []
 
     def check(name: str, passed: bool, reason: str, **numbers: Any) -> None:
         checks.append({"check": name, "passed": bool(passed), "reason": reason, **numbers})
 
-    f1 = challenger["f1"]
-    check("min_f1", f1 >= p["min_f1"], f"test F1 {f1:.4f} {'>=' if f1 >= p['min_f1'] else '<'} gate.min_f1 {p['min_f1']:.4f}",
+    f1 = challenger["value"]
+    check("min_f1", f1 >= p["min_f1"], f"test {what} {f1:.4f} {'>=' if f1 >= p['min_f1'] else '<'} gate.min_f1 {p['min_f1']:.4f}",
           value=f1, threshold=p["min_f1"])
     for etype, v in challenger["per_type"].items():
         floor = p["type_min_f1"].get(etype, p["default_type_min_f1"])
@@ -122,11 +131,11 @@ def decide(
     decision: dict[str, Any] = {
         "challenger": {"tag": challenger_tag, "f1": f1, "precision": challenger["precision"], "recall": challenger["recall"],
                        "per_type": {t: v["f1"] for t, v in challenger["per_type"].items()}},
-        "champion": None, "scheme": p["scheme"], "sentences": len(gold), "params": p,
+        "champion": None, "task": task.name, "metric": metric, "scheme": p["scheme"], "sentences": len(gold), "params": p,
     }
     if champion_pred is not None:
-        champion = score(gold, champion_pred, p["scheme"])
-        decision["champion"] = {"tag": champion_tag, "f1": champion["f1"], "precision": champion["precision"],
+        champion = task.gate_score(gold, champion_pred, metric, p["scheme"], labels)
+        decision["champion"] = {"tag": champion_tag, "f1": champion["value"], "precision": champion["precision"],
                                 "recall": champion["recall"], "per_type": {t: v["f1"] for t, v in champion["per_type"].items()}}
         for etype, v in champion["per_type"].items():
             if v["support"] == 0:
@@ -138,12 +147,13 @@ def decide(
                   f"{etype} F1 {mine:.4f} vs champion {v['f1']:.4f} (drop {max(drop, 0):.4f} "
                   f"{'<=' if ok else '>'} gate.max_type_regression {p['max_type_regression']:.4f})",
                   value=mine, champion=v["f1"], threshold=p["max_type_regression"])
-        delta = f1 - champion["f1"]
+        delta = f1 - champion["value"]
         ok = delta > p["min_delta"]
-        check("beats_champion", ok, f"F1 {f1:.4f} vs champion {champion['f1']:.4f}: gain {delta:+.4f} "
+        check("beats_champion", ok, f"{what} {f1:.4f} vs champion {champion['value']:.4f}: gain {delta:+.4f} "
               f"{'>' if ok else '<='} gate.min_delta {p['min_delta']:.4f}", value=delta, threshold=p["min_delta"])
-        boot = paired_bootstrap(sentence_counts(gold, challenger_pred, p["scheme"]), sentence_counts(gold, champion_pred, p["scheme"]),
-                                p["samples"], p["seed"], p["min_delta"], p["confidence"])
+        mine_counts, value = task.bootstrap_counts(gold, challenger_pred, metric, p["scheme"], labels)
+        theirs_counts, _ = task.bootstrap_counts(gold, champion_pred, metric, p["scheme"], labels)
+        boot = paired_bootstrap(mine_counts, theirs_counts, p["samples"], p["seed"], p["min_delta"], p["confidence"], value)
         decision["bootstrap"] = boot
         ok = boot["share_ahead"] >= p["confidence"]
         lo, hi = boot["delta_interval"]
@@ -163,21 +173,28 @@ def decide(
     return decision
 
 
-def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
-    """tokens, gold and predicted tags from the evaluate step's predictions.jsonl."""
+def read_records(path: str | Path, keys: tuple[str, ...], what: str = "predictions record") -> list[dict[str, Any]]:
+    """The JSON Lines records of ``path``, each checked to hold ``keys``."""
     import json
 
-    tokens, gold, pred = [], [], []
+    out = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             try:
                 row = json.loads(line)
-                tokens.append(row["tokens"])
-                gold.append(row["gold"])
-                pred.append(row["pred"])
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise NerflowError(f"{path}:{n}: not a predictions record ({exc})") from None
-    return tokens, gold, pred
+                missing = next((k for k in keys if k not in row), None)
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise NerflowError(f"{path}:{n}: not a {what} ({exc})") from None
+            if missing is not None:
+                raise NerflowError(f"{path}:{n}: not a {what} (no {missing!r})")
+            out.append(row)
+    return out
+
+
+def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """tokens, gold and predicted tags from the evaluate step's predictions.jsonl."""
+    rows = read_records(path, ("tokens", "gold", "pred"))
+    return [r["tokens"] for r in rows], [r["gold"] for r in rows], [r["pred"] for r in rows]
 
 
 def gate(
@@ -188,19 +205,26 @@ def gate(
     registry=None,
 ) -> dict[str, Any]:
     """Decide on the registered challenger; the champion is the registry's production model,
-    re-scored here on the challenger's test sentences."""
-    tokens, gold, pred = read_predictions(predictions_path)
+    re-scored here on the challenger's test examples. The challenger's task (its model's
+    nerflow.json) says how predictions read and score; a champion of another task (a registry
+    name reused for a new task) is refused as a comparison, never silently promoted over."""
+    from nerflow.tasks import task_of
+
     challenger_tag = read_json(registered_path)["model_tag"]
+    task = task_of(registry.model_dir(challenger_tag)) if registry is not None else task_of(None)
+    inputs, gold, pred, labels = task.read_predictions(predictions_path)
     champion_tag = registry.production() if registry is not None else None
     if champion_tag == challenger_tag:
-        decision = decide(params, gold, pred, None, challenger_tag)
+        decision = decide(params, gold, pred, None, challenger_tag, task=task, labels=labels)
         decision.update(promote=False, reasons=[f"{challenger_tag} is already the production model"])
     else:
         champion_pred = None
         if champion_tag is not None:
-            from nerflow.predict import WordTagger
-
-            champion_pred, _ = WordTagger(registry.model_dir(champion_tag)).predict(tokens)
-        decision = decide(params, gold, pred, champion_pred, challenger_tag, champion_tag)
+            champion_dir = registry.model_dir(champion_tag)
+            if task_of(champion_dir).name != task.name:
+                raise NerflowError(f"gate: the production model {champion_tag} is a {task_of(champion_dir).name} model and "
+                                   f"the challenger {challenger_tag} a {task.name} one: use another registry.model_name")
+            champion_pred = task.predict_labels(champion_dir, inputs)
+        decision = decide(params, gold, pred, champion_pred, challenger_tag, champion_tag, task=task, labels=labels)
     write_json(decision_out, decision)
     return decision

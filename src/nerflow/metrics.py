@@ -36,6 +36,15 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: 
     }
 
 
+def f1_from_counts(tp, n_pred, n_gold):
+    """F1 from (true positives, predicted, gold) counts, elementwise over numpy arrays (0 where
+    nothing was predicted or expected): what the gate's bootstrap computes per resample."""
+    import numpy as np
+
+    denom = n_pred + n_gold
+    return np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 0.0)
+
+
 def character_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
     """KLUE-NER's character-level macro F1: per-character labels, macro average over the
     labels other than O (as the KLUE baseline computes it)."""

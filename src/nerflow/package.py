@@ -52,6 +52,7 @@ def build_bento(model_tag: str, root: str | Path, labels: dict[str, str] | None 
 
     root = Path(root).resolve()
     config = yaml.safe_load((root / BENTOFILE).read_text())
+    config["name"] = model_tag.split(":")[0].replace("-", "_")  # the Bento is named after its registry: nerflow_ner, ...
     config["models"] = [model_tag]
     config["envs"] = [{"name": "NERFLOW_MODEL_TAG", "value": model_tag}, {"name": "BENTOML_DO_NOT_TRACK", "value": "true"}]
     if base_image:
@@ -94,8 +95,9 @@ def register(
     metrics = read_json(metrics_path)
     revision = origin["commit"] if origin else git_revision(root or project_root())
     metadata = {
-        "metrics": {k: metrics[k] for k in ("f1", "precision", "recall", "macro_f1", "accuracy", "per_type", "scheme", "split",
-                                             "sentences") if k in metrics},
+        "metrics": {k: metrics[k] for k in ("task", "f1", "precision", "recall", "macro_f1", "accuracy", "per_type", "per_class",
+                                             "f1_average", "scheme", "split", "sentences", "texts") if k in metrics},
+        "task": info.get("task", "token-classification"),
         # BentoML metadata takes no None: params travel as JSON text
         "params_json": json.dumps(section(TrainParams, train_params).to_dict() if train_params is not None else {},
                                   sort_keys=True),

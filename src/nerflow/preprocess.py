@@ -44,16 +44,55 @@ def word_starts(word_ids) -> list[int]:
 
 
 def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Encode the dataset for its task (nerflow.tasks: windows with aligned tags, or texts cut
+    to max_length as preprocess.truncation says), optionally trim the vocabulary, and write the
+    features, the tokenizer and preprocess.json."""
     from datasets import Dataset, DatasetDict, disable_progress_bars
+
+    from nerflow.tasks import task_of
 
     params = section(PreprocessParams, params)
     disable_progress_bars()
     dataset = load_dataset_dir(dataset_dir)
     manifest = read_manifest(dataset_dir)
+    task = task_of(manifest)
     tokenizer = load_tokenizer(params.model)
+    out, stats, extra = task.encode(params, dataset, manifest, tokenizer)
+    words = extra.pop("words")
+    vocabulary = None
+    if params.trim_vocabulary:  # keep the pieces the corpus uses; renumber the ids
+        from nerflow.vocab import keep_ids, remap_ids, trimmed_tokenizer
+
+        kept = keep_ids(tokenizer, {i for columns in out.values() for ids in columns["input_ids"] for i in ids}, words())
+        original, tokenizer = len(tokenizer), trimmed_tokenizer(tokenizer, kept)
+        for columns in out.values():
+            columns["input_ids"] = remap_ids(columns["input_ids"], kept)
+        vocabulary = {"original": original, "kept": len(kept), "kept_ids": kept}
+    info = {
+        "task": task.name,
+        "labels": manifest["labels"],
+        "content_hash": manifest["content_hash"],
+        "tokenizer": params.model,
+        "max_length": params.max_length,
+        **extra,
+        "splits": stats,
+    }
+    if vocabulary:
+        info["vocabulary"] = {k: v for k, v in vocabulary.items() if k != "kept_ids"}
+    with atomic_dir(out_dir) as tmp:
+        DatasetDict({split: Dataset.from_dict(columns) for split, columns in out.items()}).save_to_disk(str(tmp))
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        if vocabulary:
+            write_json(tmp / VOCABULARY, vocabulary)
+        write_json(tmp / INFO, info)
+    return info
+
+
+def encode_tokens(params: PreprocessParams, dataset, manifest: dict[str, Any], tokenizer):
+    """Token classification: each sentence in windows of max_length sub-tokens (stride apart),
+    its tags aligned to the sub-words. ({split: columns}, {split: stats}, extra info)."""
     max_length, stride, all_sub = params.max_length, params.stride, params.label_all_subtokens
     labels = manifest["labels"]
-
     out, stats = {}, {}
     level = manifest.get("level", "word")
     for split in dataset:
@@ -83,32 +122,8 @@ def preprocess(params: PreprocessParams | dict[str, Any], dataset_dir: str | Pat
             "sentences_split_into_windows": sum(n > 1 for n in n_windows),
             "max_subtokens_per_window": max(len(ids) for ids in windows.input_ids),
         }
-    vocabulary = None
-    if params.trim_vocabulary:  # keep the pieces the corpus uses; renumber the windows' ids
-        from nerflow.vocab import keep_ids, remap_ids, trimmed_tokenizer
 
-        words = (word for split in dataset for sentence in dataset[split]["tokens"] for word in sentence)
-        kept = keep_ids(tokenizer, {i for columns in out.values() for ids in columns["input_ids"] for i in ids}, words)
-        original, tokenizer = len(tokenizer), trimmed_tokenizer(tokenizer, kept)
-        for columns in out.values():
-            columns["input_ids"] = remap_ids(columns["input_ids"], kept)
-        vocabulary = {"original": original, "kept": len(kept), "kept_ids": kept}
-    info = {
-        "labels": labels,
-        "content_hash": manifest["content_hash"],
-        "tokenizer": params.model,
-        "max_length": max_length,
-        "stride": stride,
-        "label_all_subtokens": all_sub,
-        "level": level,
-        "splits": stats,
-    }
-    if vocabulary:
-        info["vocabulary"] = {k: v for k, v in vocabulary.items() if k != "kept_ids"}
-    with atomic_dir(out_dir) as tmp:
-        DatasetDict({split: Dataset.from_dict(columns) for split, columns in out.items()}).save_to_disk(str(tmp))
-        tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        if vocabulary:
-            write_json(tmp / VOCABULARY, vocabulary)
-        write_json(tmp / INFO, info)
-    return info
+    def words():
+        return (word for split in dataset for sentence in dataset[split]["tokens"] for word in sentence)
+
+    return out, stats, {"stride": stride, "label_all_subtokens": all_sub, "level": level, "words": words}

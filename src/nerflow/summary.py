@@ -15,7 +15,10 @@ def summary(paths: dict[str, Any]) -> str:
     manifest = read_manifest(paths["dataset"])
     lines.append(f"data       version {manifest['content_hash'][:12]}, {len(manifest['labels'])} labels")
     for split, v in manifest["splits"].items():
-        lines.append(f"           {split:<10} {v['sentences']:>6} sentences {v['tokens']:>7} tokens {v['entities']:>6} entities")
+        if "texts" in v:  # text classification
+            lines.append(f"           {split:<10} {v['texts']:>6} texts " + ", ".join(f"{k} {n}" for k, n in v["label_counts"].items()))
+        else:
+            lines.append(f"           {split:<10} {v['sentences']:>6} sentences {v['tokens']:>7} tokens {v['entities']:>6} entities")
     report = Path(paths["report"])
     results = read_json(report / "results.json")
     passed = sum(c["success"] for c in results["checks"])
@@ -26,8 +29,12 @@ def summary(paths: dict[str, Any]) -> str:
     lines.append(f"train      {train['steps']} steps, {train['train_seconds']} s, {train['train_sentences_per_second']} sentences/s "
                  f"({train['device']}, {train['precision']}); dev F1 " + ", ".join(f"{d['f1']:.4f}" for d in train["dev_f1"]))
     m = read_json(paths["metrics"])
-    lines.append(f"test       F1 {m['f1']:.4f}  P {m['precision']:.4f}  R {m['recall']:.4f}  accuracy {m['accuracy']:.4f}  ({m['scheme']} scheme)")
-    for etype, v in m["per_type"].items():
+    if "per_class" in m:  # text classification
+        lines.append(f"test       accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  F1 {m['f1']:.4f} ({m['f1_average']})"
+                     f"  {m['texts']} texts, {m['truncated_texts']} cut to head and tail")
+    else:
+        lines.append(f"test       F1 {m['f1']:.4f}  P {m['precision']:.4f}  R {m['recall']:.4f}  accuracy {m['accuracy']:.4f}  ({m['scheme']} scheme)")
+    for etype, v in (m.get("per_type") or m.get("per_class")).items():
         lines.append(f"           {etype:<10} F1 {v['f1']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}  support {v['support']}")
     if "schemes" in m:
         lines.append(f"           strict IOB2 F1 {m['schemes']['strict']['f1']:.4f}; macro F1 {m['macro_f1']:.4f}")
@@ -37,13 +44,14 @@ def summary(paths: dict[str, Any]) -> str:
         lines.append("errors     " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in m["error_kinds"].items())
                      + f"; {Path(paths['evaluation_report']) / 'errors.html'}")
     for name, t in m.get("per_source", {}).items():
-        lines.append(f"source     {name:<10} F1 {t['f1']:.4f}  ({t['sentences']} sentences)")
+        lines.append(f"source     {name:<10} F1 {t['f1']:.4f}  ({t.get('sentences', t.get('texts'))} examples)")
     for name, t in list(m.get("test_sets", {}).items())[1:]:
-        lines.append(f"test set   {name:<10} F1 {t['f1']:.4f}  ({t['sentences']} sentences)")
+        lines.append(f"test set   {name:<10} F1 {t['f1']:.4f}  ({t.get('sentences', t.get('texts'))} examples)")
     d = read_json(paths["decision"])
     champion = d.get("champion")
-    lines.append(f"gate       {'PROMOTED' if d['promote'] else 'REFUSED'} {d['challenger']['tag']} (F1 {d['challenger']['f1']:.4f}) "
-                 + (f"against champion {champion['tag']} (F1 {champion['f1']:.4f} on the same test set)" if champion
+    what = {"macro_f1": "macro F1", "accuracy": "accuracy"}.get(d.get("metric", "f1"), "F1")
+    lines.append(f"gate       {'PROMOTED' if d['promote'] else 'REFUSED'} {d['challenger']['tag']} ({what} {d['challenger']['f1']:.4f}) "
+                 + (f"against champion {champion['tag']} ({what} {champion['f1']:.4f} on the same test set)" if champion
                     else "(no champion yet: thresholds only)"))
     for reason in d["reasons"]:
         if not reason.startswith("no production model yet"):  # said on the line above

@@ -1,4 +1,4 @@
-"""Step `train`: fine-tune a Hugging Face encoder for token classification.
+"""Step `train`: fine-tune a Hugging Face encoder for its task (token or text classification).
 
 Trainer with dynamic padding (DataCollatorForTokenClassification), length-grouped batches,
 bf16/fp16 autocast where the hardware has it, a separate learning rate for the new head,
@@ -76,6 +76,13 @@ def _dev_f1(labels: list[str], starts: list[list[int]]):
     return compute
 
 
+FEATURE_KEYS = ("stride", "label_all_subtokens", "truncation", "head_share")  # how the features were cut, per task
+
+
+def _examples(split_stats: dict[str, Any]) -> int:
+    return split_stats.get("sentences", split_stats.get("texts", 0))
+
+
 RUN_KEY = "nerflow-run.json"  # what a checkpoint in the work folder was trained with
 
 
@@ -87,7 +94,7 @@ def _run_key(params: TrainParams, info: dict[str, Any]) -> dict[str, Any]:
     result except those that only change how fast or how often it is saved."""
     keys = [k.split(".", 1)[1] for k in outcome_keys("train") if k.split(".", 1)[1] not in RUN_INDEPENDENT]
     return {"params": params.model_dump(mode="json", include=set(keys)), "data": info["content_hash"],
-            "features": [info["max_length"], info["stride"], info["label_all_subtokens"]]}
+            "features": [info["max_length"], *(info.get(k) for k in FEATURE_KEYS)]}
 
 
 def _checkpoint_to_resume(work_dir: Path, params: TrainParams, info: dict[str, Any]) -> Path | None:
@@ -154,14 +161,9 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     import torch
     import transformers
     from datasets import disable_progress_bars, load_from_disk
-    from transformers import (
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-        DataCollatorForTokenClassification,
-        EarlyStoppingCallback,
-        Trainer,
-        TrainingArguments,
-    )
+    from transformers import AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
+
+    from nerflow.tasks import task_of
 
     params = section(TrainParams, params)
     disable_progress_bars()
@@ -170,6 +172,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     if not (features_dir / PREPROCESS_INFO).exists():
         raise NerflowError(f"{features_dir}: no preprocessed features (run the preprocess step first)")
     info = json.loads((features_dir / PREPROCESS_INFO).read_text())
+    task = task_of(info)
     labels = info["labels"]
     features = load_from_disk(str(features_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(features_dir / "tokenizer"))
@@ -188,7 +191,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     transformers.set_seed(seed)
     if params.threads:
         torch.set_num_threads(params.threads)
-    model = AutoModelForTokenClassification.from_pretrained(
+    model = task.model_class().from_pretrained(
         str(model_path),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -250,9 +253,9 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         args=args,
         train_dataset=features["train"],
         eval_dataset=features["validation"] if eval_each_epoch else None,
-        data_collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8),
+        data_collator=task.collator(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=_dev_f1(labels, features["validation"]["word_start"]) if eval_each_epoch else None,
+        compute_metrics=task.dev_metrics(info, features) if eval_each_epoch else None,
         preprocess_logits_for_metrics=lambda logits, _labels: logits.argmax(-1),
         optimizers=(
             _optimizer(
@@ -282,7 +285,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         "train_windows": len(features["train"]),
         # sentences seen per second of training proper (per-epoch dev evaluation excluded)
         "train_sentences_per_second": round(
-            info["splits"]["train"]["sentences"] * float(result.metrics.get("epoch", 1)) / max(seconds - eval_seconds, 1e-9), 2
+            _examples(info["splits"]["train"]) * float(result.metrics.get("epoch", 1)) / max(seconds - eval_seconds, 1e-9), 2
         ),
         "steps": trainer.state.global_step,
         "epochs": float(result.metrics.get("epoch", 0)),
@@ -293,10 +296,10 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         "resumed_from_step": _step_of(resume_from),
     }
     model_info = {
+        "task": task.name,
         "labels": labels,
         "max_length": info["max_length"],
-        "stride": info["stride"],
-        "label_all_subtokens": info["label_all_subtokens"],
+        **{k: info[k] for k in FEATURE_KEYS if k in info},
         "level": info.get("level", "word"),
         "content_hash": info["content_hash"],
         "base_model": params.model,

@@ -1,19 +1,27 @@
-"""Step `validate`: check the canonical dataset with a Great Expectations suite that knows NER.
+"""Step `validate`: check the canonical dataset with a Great Expectations suite that knows its task.
 
-The dataset is read as Arrow columns and the NER facts are derived over all tokens at once
-(pyarrow and numpy, no Python loop per token or sentence), so tens of millions of tokens fit
-in a few GB: one dictionary of token ids over every split gives each sentence an exact key
-(duplicates, leakage), per-label lookup tables give IOB2 validity, entity starts and types,
-and each distinct word is sent to the tokenizer once to count sub-tokens. GX then runs the
-expectations over pandas frames with Arrow-backed columns (its regexes run in pyarrow's RE2):
-one row per sentence (lengths, duplicates, length outliers, sub-token overflow), per dev/test
-sentence (leakage from train), per token (empty, control characters, tag format, IOB2, label
-seen in train), per entity type (counts per split) and per compared distribution (type drift).
-GX reports failing rows by position; only the examples shown are turned into split, sentence,
-file:line and token. Every check has a severity from params (``error`` stops the run,
-``warning`` is reported, ``off`` skips it) and its thresholds; duplicates and leakage also stop
-the run above their ``error_fraction``. Writes ``results.json`` (GX's validation results plus
-a summary) and ``report.html``.
+What is shared between the tasks lives here: the dataset's task (nerflow.tasks) builds the GX
+tables, the facts beside them and the expectations (token classification below, text
+classification in nerflow.validate_text); this module runs GX, summarises the results with
+the failing rows located, writes ``results.json`` and ``report.html`` and stops on a failed
+error check.
+
+For NER (token classification) the dataset is read as Arrow columns and the NER facts are
+derived over all tokens at once (pyarrow and numpy, no Python loop per token or sentence), so
+tens of millions of tokens fit in a few GB: one dictionary of token ids over every split gives
+each sentence an exact key (duplicates, leakage), per-label lookup tables give IOB2 validity,
+entity starts and types, and each distinct word is sent to the tokenizer once to count
+sub-tokens. GX then runs the expectations over pandas frames with Arrow-backed columns (its
+regexes run in pyarrow's RE2): one row per sentence (lengths, duplicates, length outliers,
+sub-token overflow), per dev/test sentence (leakage from train), per token (empty, control
+characters, tag format, IOB2, label seen in train), per entity type (counts per split) and per
+compared distribution (type drift).
+
+GX reports failing rows by position; only the examples shown are turned into split, sentence
+(or text), file:line and token (or label). Every check has a severity from params (``error``
+stops the run, ``warning`` is reported, ``off`` skips it) and its thresholds; duplicates and
+leakage also stop the run above their ``error_fraction``. Writes ``results.json`` (GX's
+validation results plus a summary) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -22,15 +30,18 @@ import html
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nerflow import NerflowError
 from nerflow.atomic import atomic_dir, atomic_file, read_json, write_json
 from nerflow.config import Checks, ValidateParams, section
 from nerflow.data import SPLITS, load_dataset_dir, read_manifest
+from nerflow.tasks import task_of
 
 EXAMPLES = 10
 GX_SEVERITY = {"error": "critical", "warning": "warning"}
+SUITE_PREFIX = "nerflow_"  # GX suite names: the prefix and the table's name
+STOPS = " (error_fraction: above it the run stops)"
 # RE2 syntax (\p{..}, \x{..}): pandas hands such patterns to pyarrow, never to Python's re
 LABEL_PATTERN = r"^(?:O|[BI]-[^-\p{Z}\p{C}][^\p{Z}\p{C}]*)$"
 # Control characters (C0, DEL, C1: latin-1 mojibake such as 'Ã\x83Â\x9f'), surrogates, private
@@ -72,6 +83,21 @@ def _heads(lengths, keep):
     return position < np.repeat(keep, lengths)
 
 
+def locate(ranges: dict[str, range], sources: dict[str, list[tuple[int, str, str]]], source_line, i: int,
+           token: int | None = None) -> tuple[str, int, str]:
+    """(split, index in the split, "file:line" or "file record N") of example ``i`` numbered
+    across the splits; ``token``: a token's offset from a token-per-line sentence's first line."""
+    split = next(name for name, r in ranges.items() if i in r)
+    index = i - ranges[split].start
+    file, unit = next((f, u) for start, f, u in reversed(sources[split]) if start <= index)
+    first = int(source_line[i])
+    if not first:
+        return split, index, file
+    if unit == "token_lines":
+        return split, index, f"{file}:{first + (token or 0)}"
+    return split, index, f"{file} record {first}" if unit == "records" else f"{file}:{first}"
+
+
 @dataclass
 class Corpus:
     """Every split as flat arrays. Sentences are numbered across the splits (SPLITS order);
@@ -97,16 +123,7 @@ class Corpus:
     leak_of: Any = None
 
     def where(self, s: int, token: int | None = None) -> dict[str, Any]:
-        split = next(name for name, r in self.ranges.items() if s in r)
-        index = s - self.ranges[split].start
-        file, unit = next((f, u) for start, f, u in reversed(self.sources[split]) if start <= index)
-        first = int(self.source_line[s])
-        if not first:
-            line = file
-        elif unit == "token_lines":
-            line = f"{file}:{first + (token or 0)}"
-        else:
-            line = f"{file} record {first}" if unit == "records" else f"{file}:{first}"
+        split, index, line = locate(self.ranges, self.sources, self.source_line, s, token)
         return {"split": split, "sentence": index, "line": line}
 
     def example(self, table: str, row: int, check: str) -> dict[str, Any]:
@@ -309,25 +326,66 @@ def build_tables(corpus: Corpus, manifest: dict[str, Any], params: ValidateParam
             "note": "split into overlapping windows by preprocess, not cut" if counted_subtokens else "tokenizer not given",
         },
     }
+    over_facts = facts["over_max_length"]
+    over_facts["line"] = (f"sentences over max_length {params.max_length} sub-tokens: {over_facts['sentences']} "
+                          f"({over_facts['entities']} entities; {over_facts['note']})")
     return tables, facts
 
 
+def token_tables(dataset, manifest: dict[str, Any], params: ValidateParams) -> tuple[dict, dict, Callable]:
+    """Token classification's GX tables, facts and ``locate(table, row, check)``."""
+    corpus = read_corpus(dataset, manifest)
+    tables, facts = build_tables(corpus, manifest, params)
+
+    def locate(table: str, row: int, check: str) -> dict[str, Any]:
+        if table in ("types", "drift"):
+            return table_row(tables[table], row)
+        return corpus.example(table, row, check)
+
+    return tables, facts, locate
+
+
+def table_row(frame, row: int) -> dict[str, Any]:
+    """A row of a small GX table (per type, split or compared distribution) as plain values."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in frame.iloc[row].items()}
+
+
 def _tv(p: dict[str, float], q: dict[str, float]) -> float:
-    """Total variation distance between two type distributions (0 = same, 1 = disjoint)."""
+    """Total variation distance between two distributions of types or classes (0 = same, 1 = disjoint)."""
     return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
 
 
-def expectations(checks: Checks, level: str = "word") -> dict[str, list]:
-    """{table: [GX expectation]} for every check not switched off."""
+def at_most(column: str, what: str, fraction: float, stops: str = ""):
+    """The boolean ``column`` is True on at most ``fraction`` of the rows."""
     import great_expectations.expectations as gxe
 
-    def at_most(column: str, what: str, fraction: float, stops: str = ""):
-        """The boolean ``column`` is True on at most ``fraction`` of the rows."""
-        return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[False], mostly=max(0.0, 1.0 - fraction),
-                                               description=f"{what} at most {fraction:.0%}{stops}")
+    return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[False], mostly=max(0.0, 1.0 - fraction),
+                                           description=f"{what} at most {fraction:.0%}{stops}")
+
+
+def suites(specs: list[tuple[str, str, Callable]], checks: Checks) -> dict[str, list]:
+    """{table: [GX expectation]} from (check name, table, make) specs, skipping checks that are
+    ``off``. A name ``check.threshold`` (``duplicates.error_fraction``) is that check's second
+    expectation: an error whatever the check's severity, so the run stops above it."""
+    out: dict[str, list] = {}
+    for name, table, make in specs:
+        check, _, threshold = name.partition(".")
+        severity = getattr(checks, check).severity
+        if severity == "off":
+            continue
+        severity = "error" if threshold else severity
+        expectation = make()
+        expectation.severity = GX_SEVERITY[severity]
+        expectation.meta = {"check": name, "severity": severity}
+        out.setdefault(table, []).append(expectation)
+    return out
+
+
+def expectations(checks: Checks, level: str = "word") -> dict[str, list]:
+    """{table: [GX expectation]} for every token-classification check not switched off."""
+    import great_expectations.expectations as gxe
 
     c = checks
-    stops = " (error_fraction: above it the run stops)"
     specs = [
         ("lengths_match", "sentences", lambda: gxe.ExpectColumnPairValuesToBeEqual(
             column_A="n_tokens", column_B="n_tags", description="every sentence has as many tags as tokens")),
@@ -337,14 +395,14 @@ def expectations(checks: Checks, level: str = "word") -> dict[str, list]:
         ("duplicates", "sentences", lambda: at_most(
             "duplicate", "duplicate sentences within a split", c.duplicates.max_fraction)),
         ("duplicates.error_fraction", "sentences", lambda: at_most(
-            "duplicate", "duplicate sentences within a split", c.duplicates.error_fraction, stops)),
+            "duplicate", "duplicate sentences within a split", c.duplicates.error_fraction, STOPS)),
         ("length_outliers", "sentences", lambda: at_most(
             "length_outlier", f"length outliers (> Q3 + {c.length_outliers.iqr_factor} IQR)", c.length_outliers.max_fraction)),
         ("subtoken_overflow", "sentences", lambda: at_most(
             "over_max_length", "sentences over max_length sub-tokens", c.subtoken_overflow.max_fraction)),
         ("leakage", "eval_sentences", lambda: at_most("leaked", "dev/test sentences also in train", c.leakage.max_fraction)),
         ("leakage.error_fraction", "eval_sentences", lambda: at_most(
-            "leaked", "dev/test sentences also in train", c.leakage.error_fraction, stops)),
+            "leaked", "dev/test sentences also in train", c.leakage.error_fraction, STOPS)),
         ("empty_token", "tokens", lambda: gxe.ExpectColumnValueLengthsToBeBetween(
             column="token", min_value=1, description="no empty token")),
         ("control_characters", "tokens", lambda: gxe.ExpectColumnValuesToNotMatchRegex(
@@ -363,18 +421,7 @@ def expectations(checks: Checks, level: str = "word") -> dict[str, list]:
             column="distance", max_value=c.type_drift.max_distance,
             description=f"entity type distribution drift (total variation) at most {c.type_drift.max_distance}")),
     ]
-    out: dict[str, list] = {}
-    for name, table, make in specs:
-        check, _, threshold = name.partition(".")
-        severity = getattr(c, check).severity
-        if severity == "off":
-            continue
-        severity = "error" if threshold else severity  # over error_fraction the run stops, whatever the severity
-        expectation = make()
-        expectation.severity = GX_SEVERITY[severity]
-        expectation.meta = {"check": name, "severity": severity}
-        out.setdefault(table, []).append(expectation)
-    return out
+    return suites(specs, c)
 
 
 def run_gx(tables: dict[str, Any], checks: dict[str, list]) -> list[dict[str, Any]]:
@@ -397,7 +444,7 @@ def run_gx(tables: dict[str, Any], checks: dict[str, list]) -> list[dict[str, An
         if frame.empty:
             continue
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"ner_{name}"))
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{SUITE_PREFIX}{name}"))
         for expectation in expectation_list:
             suite.add_expectation(expectation)
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"validate_{name}", data=batch, suite=suite))
@@ -415,7 +462,7 @@ def summarise(gx_results: list[dict[str, Any]], locate) -> list[dict[str, Any]]:
     """One entry per expectation; ``locate(table, row, check)`` describes a failing row."""
     checks = []
     for suite in gx_results:
-        table = suite["suite_name"].removeprefix("ner_")
+        table = suite["suite_name"].removeprefix(SUITE_PREFIX)
         for r in suite["results"]:
             cfg = r["expectation_config"]
             res = r.get("result", {})
@@ -438,11 +485,19 @@ def summarise(gx_results: list[dict[str, Any]], locate) -> list[dict[str, Any]]:
 
 
 def describe(example: dict[str, Any]) -> str:
-    if "sentence" not in example:
+    """A located example in words: ``train sentence 240 (/data/train.txt:4352) token 'Paris' tag
+    'I-LOC'``, ``train text 3 (train.tsv:5) label '3' text 'great'``; a row of a small table
+    (per type, split, compared distribution) as its column values."""
+    unit = next((u for u in ("sentence", "text") if isinstance(example.get(u), int)), None)
+    if unit is None:
         return ", ".join(f"{k} {v}" for k, v in example.items())
-    where = f"{example.get('split')} sentence {example.get('sentence')} ({example.get('line')})"
+    where = f"{example.get('split')} {unit} {example.get(unit)} ({example.get('line')})"
     if "token" in example:
         where += f" token {example['token']!r} tag {example.get('tag')!r}"
+    if "label" in example:
+        where += f" label {example['label']!r}"
+    if "excerpt" in example:
+        where += f" text {example['excerpt']!r}"
     if "same_as" in example:
         where += f", same as {example['same_as']}"
     return where
@@ -453,18 +508,13 @@ def validate_dataset(params: ValidateParams | dict[str, Any] | None, dataset_dir
     """Validate the canonical dataset; write the report; raise ValidationFailed on a failed error check."""
     params = section(ValidateParams, params)
     manifest = read_manifest(dataset_dir)
-    corpus = read_corpus(load_dataset_dir(dataset_dir), manifest)
-    tables, facts = build_tables(corpus, manifest, params)
-
-    def locate(table: str, row: int, check: str) -> dict[str, Any]:
-        if table in ("types", "drift"):
-            return {k: (v.item() if hasattr(v, "item") else v) for k, v in tables[table].iloc[row].items()}
-        return corpus.example(table, row, check)
-
-    gx_results = run_gx(tables, expectations(params.checks, facts["level"]))
+    task = task_of(manifest)
+    tables, facts, locate = task.validation_tables(load_dataset_dir(dataset_dir), manifest, params)
+    gx_results = run_gx(tables, task.expectations(params.checks, facts))
     checks = summarise(gx_results, locate)
     failed = [c for c in checks if not c["success"] and c["severity"] == "error"]
     summary = {
+        "task": task.name,
         "success": not failed,
         "errors": len(failed),
         "warnings": sum(not c["success"] and c["severity"] == "warning" for c in checks),
@@ -498,12 +548,13 @@ def format_table(summary: dict[str, Any]) -> str:
         status = "ok" if c["success"] else ("FAIL" if c["severity"] == "error" else "WARN")
         lines.append(f"{c['check'][:64]:<64} {c['severity']:<8} {status:<6} {c['failing_rows']:>8}")
     over = summary.get("over_max_length", {})
-    lines.append(f"sentences over max_length {summary.get('max_length')} sub-tokens: {over.get('sentences', 0)} "
-                 f"({over.get('entities', 0)} entities; {over.get('note', '')})")
+    lines.append(over.get("line") or f"sentences over max_length {summary.get('max_length')} sub-tokens: "
+                 f"{over.get('sentences', 0)} ({over.get('entities', 0)} entities; {over.get('note', '')})")
     return "\n".join(lines)
 
 
 def render_html(summary: dict[str, Any]) -> str:
+    """The report: verdict, data version, labels, the task's own sections, the checks."""
     esc = html.escape
     rows = []
     for c in summary["checks"]:
@@ -514,6 +565,27 @@ def render_html(summary: dict[str, Any]) -> str:
             f"<td>{status}</td><td>{c['failing_rows']} / {c['rows']} ({c['failing_percent']}%)</td>"
             f"<td><ul>{examples}</ul>{esc(c['error'] or '')}</td></tr>"
         )
+    task = task_of(summary)
+    verdict = "PASSED" if summary["success"] else "FAILED"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>nerflow data validation: {verdict}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
+tr.fail td{{background:#fdd}}tr.warn td{{background:#ffd}}tr.ok td:nth-child(3){{color:#070}}</style></head>
+<body><h1>Data validation {verdict}</h1>
+<p>{summary.get('errors', 0)} error(s), {summary.get('warnings', 0)} warning(s).
+Data version (content hash): <code>{esc(summary['content_hash'])}</code>; task: {esc(task.name)}</p>
+<p>Labels: {esc(' '.join(summary['labels']))}</p>
+{task.report_html(summary)}
+<h2>Checks (Great Expectations)</h2>
+<table><tr><th>check</th><th>severity</th><th>result</th><th>failing rows</th><th>first examples</th></tr>
+{''.join(rows)}</table></body></html>
+"""
+
+
+def token_report_html(summary: dict[str, Any]) -> str:
+    """Token classification's sections: splits, entities per type, type drift, long sentences."""
+    esc = html.escape
     splits = "".join(
         f"<tr><td>{esc(s)}</td><td>{v['sentences']}</td><td>{v['tokens']}</td><td>{v['entities']}</td></tr>"
         for s, v in summary["splits"].items()
@@ -525,22 +597,9 @@ def render_html(summary: dict[str, Any]) -> str:
     )
     drift = "".join(f"<li>{esc(d['compared'])}: {d['distance']:.3f}</li>" for d in summary.get("drift", []))
     over = summary.get("over_max_length", {})
-    verdict = "PASSED" if summary["success"] else "FAILED"
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>nerflow data validation: {verdict}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
-tr.fail td{{background:#fdd}}tr.warn td{{background:#ffd}}tr.ok td:nth-child(3){{color:#070}}</style></head>
-<body><h1>Data validation {verdict}</h1>
-<p>{summary.get('errors', 0)} error(s), {summary.get('warnings', 0)} warning(s).
-Data version (content hash): <code>{esc(summary['content_hash'])}</code>; level: {esc(summary.get('level', 'word'))}</p>
-<p>Labels: {esc(' '.join(summary['labels']))}</p>
+    return f"""<p>Level: {esc(summary.get('level', 'word'))}</p>
 <h2>Splits</h2><table><tr><th>split</th><th>sentences</th><th>tokens</th><th>entities</th></tr>{splits}</table>
 <h2>Entities per type</h2><table><tr><th>type</th>{''.join(f'<th>{s}</th>' for s in SPLITS)}</tr>{type_rows}</table>
 <p>Type distribution drift (total variation distance):</p><ul>{drift}</ul>
 <p>Sentences over max_length ({summary.get('max_length')}) sub-tokens: {over.get('sentences', 0)},
-holding {over.get('entities', 0)} entities ({esc(over.get('note', ''))}).</p>
-<h2>Checks (Great Expectations)</h2>
-<table><tr><th>check</th><th>severity</th><th>result</th><th>failing rows</th><th>first examples</th></tr>
-{''.join(rows)}</table></body></html>
-"""
+holding {over.get('entities', 0)} entities ({esc(over.get('note', ''))}).</p>"""

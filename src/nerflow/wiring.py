@@ -36,6 +36,7 @@ class Stage:
     outs: tuple[Any, ...] = ()
     metrics: tuple[Any, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    task_methods: tuple[str, ...] = ()  # the nerflow.tasks.Task methods the step calls
 
 
 NO_CACHE = {"cache": False}
@@ -45,24 +46,27 @@ STAGES: dict[str, Stage] = {
         "nerflow data --out data/dataset", ("nerflow.data",), ("data",),
         "always re-read the corpus (seconds): an edited corpus file is a new data version, and an unchanged "
         "one gives a byte-identical dataset, so the stages after it are skipped",
-        outs=("data/dataset",), extra={"always_changed": True}),
+        outs=("data/dataset",), extra={"always_changed": True}, task_methods=("prepare_data",)),
     "validate": Stage(
         "nerflow validate --dataset data/dataset --report reports/validation", ("nerflow.validate",), ("validate",),
         "Great Expectations; a failed error check stops the run here",
-        deps=("data/dataset",), outs=("reports/validation",)),
+        deps=("data/dataset",), outs=("reports/validation",),
+        task_methods=("validation_tables", "expectations", "report_html")),
     "preprocess": Stage(
         "nerflow preprocess --dataset data/dataset --out data/features", ("nerflow.preprocess",), ("preprocess",),
         "runs only after validation passed (its report is a dependency)",
-        deps=("data/dataset", "reports/validation"), outs=("data/features",)),
+        deps=("data/dataset", "reports/validation"), outs=("data/features",), task_methods=("encode",)),
     "train": Stage(
         "nerflow train --features data/features --out models/candidate --curves reports/training",
         ("nerflow.train",), ("train",), "training curves (dvclive) in reports/training",
-        deps=("data/features",), outs=("models/candidate", {"reports/training": NO_CACHE})),
+        deps=("data/features",), outs=("models/candidate", {"reports/training": NO_CACHE}),
+        task_methods=("model_class", "collator", "dev_metrics")),
     "evaluate": Stage(
         "nerflow evaluate --model models/candidate --dataset data/dataset --metrics reports/metrics.json "
         "--predictions reports/predictions.jsonl --report reports/evaluation",
         ("nerflow.evaluate",), ("evaluate",), deps=("models/candidate", "data/dataset"),
-        metrics=({"reports/metrics.json": NO_CACHE},), outs=("reports/predictions.jsonl", "reports/evaluation")),
+        metrics=({"reports/metrics.json": NO_CACHE},), outs=("reports/predictions.jsonl", "reports/evaluation"),
+        task_methods=("evaluate",)),
     "register": Stage(
         "nerflow register --model models/candidate --metrics reports/metrics.json --out reports/registered.json",
         ("nerflow.package",), ("registry",), "every trained model is kept in the BentoML model store as a candidate",
@@ -71,7 +75,8 @@ STAGES: dict[str, Stage] = {
         "nerflow gate --predictions reports/predictions.jsonl --registered reports/registered.json --out reports/gate.json",
         ("nerflow.gate", "nerflow.package"), ("gate", "registry"),
         "champion/challenger: re-scores the production model on the same test sentences",
-        deps=("reports/predictions.jsonl", "reports/registered.json"), outs=({"reports/gate.json": NO_CACHE},)),
+        deps=("reports/predictions.jsonl", "reports/registered.json"), outs=({"reports/gate.json": NO_CACHE},),
+        task_methods=("read_predictions", "predict_labels", "predictor", "gate_score", "bootstrap_counts")),
     "package": Stage(
         "nerflow package --decision reports/gate.json --out reports/package.json", ("nerflow.package",),
         ("registry", "package"),
@@ -88,10 +93,20 @@ PLOTS = [
 METRICS = ["reports/training/metrics.json"]
 
 
-def _imports(module: str) -> set[str]:
-    """The nerflow modules ``module`` imports anywhere in its source (functions included)."""
+TASKS = "nerflow.tasks"  # the task interface: a stage runs only the methods it calls (Stage.task_methods)
+
+
+def _imports(module: str, task_methods: tuple[str, ...] = ()) -> set[str]:
+    """The nerflow modules ``module`` imports anywhere in its source (functions included); in
+    nerflow.tasks only those of its module level and of the ``task_methods`` of every task."""
+    tree = ast.parse(_file(module).read_text(encoding="utf-8"))
+    if module == TASKS:
+        keep = [n for n in tree.body if not isinstance(n, ast.ClassDef)]
+        keep += [m for c in tree.body if isinstance(c, ast.ClassDef) for m in c.body
+                 if isinstance(m, ast.FunctionDef) and m.name in task_methods]
+        tree = ast.Module(body=keep, type_ignores=[])
     found = set()
-    for node in ast.walk(ast.parse(_file(module).read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
             [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
         if isinstance(node, ast.ImportFrom) and node.module == "nerflow":
@@ -113,7 +128,7 @@ def modules_run_by(stage: str) -> list[str]:
             continue
         seen.add(module)
         if module != CALLER:
-            todo += sorted(_imports(module) - seen)
+            todo += sorted(_imports(module, STAGES[stage].task_methods) - seen)
     return sorted(seen)
 
 
