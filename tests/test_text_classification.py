@@ -33,8 +33,10 @@ def write_tsv(rows, path, header=True):
 @pytest.fixture(scope="session")
 def text_dir(conll_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("texts")
-    for split in ("train", "validation", "test"):
-        write_tsv(labelled(conll_dir / f"{split}.txt"), d / f"{split}.tsv")
+    rows = {split: labelled(conll_dir / f"{split}.txt") for split in ("train", "validation", "test")}
+    rows["test"] += rows["train"][100:103]  # three test texts also in train, as NSMC's test has
+    for split, texts in rows.items():
+        write_tsv(texts, d / f"{split}.tsv")
     return d
 
 
@@ -280,6 +282,11 @@ def test_steps_through_the_library(text_run, tiny_model):
     assert all(abs(sum(r["scores"].values()) - 1) < 1e-3 and r["pred"] == max(r["scores"], key=r["scores"].get)
                for r in rows)
     assert set(m["per_class"]) == {"other", "person"} and m["f1_average"] == "binary (positive class person)"
+    train_texts = set(load_dataset_dir(text_run["dataset"])["train"]["text"])
+    seen = [r for r in rows if r["text"] in train_texts]
+    overlap = m["by_train_overlap"]  # scored apart: what a model memorised is not what it learned
+    assert overlap["in_train"]["texts"] == len(seen) >= 3 and overlap["not_in_train"]["texts"] == len(rows) - len(seen)
+    assert overlap["in_train"]["accuracy"] == pytest.approx(sum(r["gold"] == r["pred"] for r in seen) / len(seen))
     report = text_run["evaluation"]
     assert len((report / "confusion.csv").read_text().splitlines()) == len(rows) + 1
     errors = json.loads((report / "errors.json").read_text())
@@ -288,6 +295,31 @@ def test_steps_through_the_library(text_run, tiny_model):
     assert losses == sorted(losses, reverse=True)
     assert "Highest-loss texts" in (report / "errors.html").read_text() and (report / "confusion.png").stat().st_size > 0
     assert text_run["train"]["steps"] == 30 and len(text_run["train"]["dev_f1"]) >= 1
+
+
+def test_a_pooler_the_checkpoint_lacks_trains_at_the_head_learning_rate(text_run, tiny_model, tmp_path):
+    """An encoder saved without a pooler (as multilingual-e5-small is): a sequence classifier's
+    pooler is new, random, and must learn at the head's rate, not the encoder's (found by hand:
+    it trained at 5e-5 in the NSMC run)."""
+    import transformers
+    from transformers import AutoModelForSequenceClassification, BertModel
+
+    from nerflow.train import train
+
+    encoder = tmp_path / "encoder"
+    BertModel.from_pretrained(str(tiny_model), add_pooling_layer=False).save_pretrained(str(encoder))
+    for f in tiny_model.iterdir():
+        if "token" in f.name or f.name == "vocab.txt":
+            shutil.copy(f, encoder / f.name)
+    p = dict(text_run["params"]["train"], model=str(encoder), max_steps=3, learning_rate=1e-9, head_learning_rate=1e-2,
+             warmup_steps=0, eval_each_epoch=False, keep_best=False, lr_scheduler="constant")
+    train(p, text_run["features"], tmp_path / "model")
+    transformers.set_seed(p["seed"])  # the initial weights train() drew
+    start = AutoModelForSequenceClassification.from_pretrained(str(encoder), num_labels=2)
+    trained = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "model"))
+    moved = (trained.bert.pooler.dense.weight - start.bert.pooler.dense.weight).abs().max().item()
+    kept = (trained.bert.encoder.layer[0].output.dense.weight - start.bert.encoder.layer[0].output.dense.weight).abs().max()
+    assert moved > 1e-3 and kept.item() < 1e-6, (moved, kept)
 
 
 def test_cli_runs_register_gate_package_and_summary_for_texts(text_run, tmp_path):

@@ -47,6 +47,17 @@ def evaluate_texts(params, model_dir, dataset_dir, metrics_out, predictions_out,
         other = scores(other_gold, [labels[i] for i in clf.probabilities(other_texts).argmax(1)], labels)
         metrics["test_sets"][spec.name] = {"texts": len(other_texts), "accuracy": other["accuracy"],
                                            "macro_f1": other["macro_f1"], "f1": other["f1"]}
+    if split != "train" and "train" in dataset:  # the same text in train: scored apart (NSMC's test shares reviews with train)
+        seen_texts = set(dataset["train"]["text"])
+        seen = [t in seen_texts for t in texts]
+        if any(seen):
+            metrics["by_train_overlap"] = {}
+            for name, keep in (("in_train", True), ("not_in_train", False)):
+                idx = [i for i, flag in enumerate(seen) if flag is keep]
+                if idx:
+                    sub = scores([gold[i] for i in idx], [pred[i] for i in idx], labels)
+                    metrics["by_train_overlap"][name] = {"texts": len(idx), "accuracy": sub["accuracy"],
+                                                         "macro_f1": sub["macro_f1"], "f1": sub["f1"]}
     groups = list(rows["source"])
     if any(groups):
         metrics["per_source"] = {}

@@ -26,12 +26,17 @@ from nerflow.preprocess import VOCABULARY
 from nerflow.vocab import trim_embeddings
 
 
-def _optimizer(model, lr: float, head_lr: float, weight_decay: float, implementation: str = "foreach"):
-    """AdamW with the new head at its own learning rate and no decay on biases and norms.
-    ``implementation``: foreach (multi-tensor) or fused (one kernel per step: CUDA, recent CPUs)."""
+def _optimizer(model, lr: float, head_lr: float, weight_decay: float, implementation: str = "foreach",
+               new: set[str] | frozenset[str] = frozenset()):
+    """AdamW with the new head at its own learning rate and no decay on biases and norms. The
+    head is the classifier and every other parameter the checkpoint did not have (``new``, as
+    from_pretrained's loading info lists them: a sequence classifier's pooler when the encoder
+    was saved without one, as multilingual-e5-small is), so no randomly initialised layer
+    trains at the encoder's small rate. ``implementation``: foreach (multi-tensor) or fused
+    (one kernel per step: CUDA, recent CPUs)."""
     import torch
 
-    head = {n for n, _ in model.named_parameters() if n.startswith(("classifier.", "score."))}
+    head = {n for n, _ in model.named_parameters() if n.startswith(("classifier.", "score.")) or n in new}
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
@@ -191,11 +196,12 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     transformers.set_seed(seed)
     if params.threads:
         torch.set_num_threads(params.threads)
-    model = task.model_class().from_pretrained(
+    model, loading = task.model_class().from_pretrained(
         str(model_path),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
+        output_loading_info=True,
     )
     if kept is not None:
         trim_embeddings(model, kept)
@@ -264,6 +270,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
                 params.head_learning_rate or params.learning_rate,
                 params.weight_decay,
                 params.optimizer,
+                set(loading.get("missing_keys") or ()),
             ),
             None,
         ),
