@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from nerflow import NerflowError
+
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
@@ -98,3 +100,19 @@ def _json_default(obj: Any) -> Any:
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def read_records(path: str | Path, keys: tuple[str, ...], what: str = "predictions record") -> list[dict[str, Any]]:
+    """The JSON Lines records of ``path``, each checked to hold ``keys``."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                row = json.loads(line)
+                missing = next((k for k in keys if k not in row), None)
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise NerflowError(f"{path}:{n}: not a {what} ({exc})") from None
+            if missing is not None:
+                raise NerflowError(f"{path}:{n}: not a {what} (no {missing!r})")
+            out.append(row)
+    return out

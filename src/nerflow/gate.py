@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nerflow import NerflowError
-from nerflow.atomic import read_json, write_json
+from nerflow.atomic import read_json, read_records, write_json
 from nerflow.config import GateParams, section
 from nerflow.metrics import f1_from_counts
 
@@ -173,24 +173,6 @@ def decide(
     return decision
 
 
-def read_records(path: str | Path, keys: tuple[str, ...], what: str = "predictions record") -> list[dict[str, Any]]:
-    """The JSON Lines records of ``path``, each checked to hold ``keys``."""
-    import json
-
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            try:
-                row = json.loads(line)
-                missing = next((k for k in keys if k not in row), None)
-            except (json.JSONDecodeError, TypeError) as exc:
-                raise NerflowError(f"{path}:{n}: not a {what} ({exc})") from None
-            if missing is not None:
-                raise NerflowError(f"{path}:{n}: not a {what} (no {missing!r})")
-            out.append(row)
-    return out
-
-
 def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
     """tokens, gold and predicted tags from the evaluate step's predictions.jsonl."""
     rows = read_records(path, ("tokens", "gold", "pred"))
@@ -210,6 +192,7 @@ def gate(
     name reused for a new task) is refused as a comparison, never silently promoted over."""
     from nerflow.tasks import task_of
 
+    Path(predictions_path).stat()  # a missing predictions file is named before the registered record
     challenger_tag = read_json(registered_path)["model_tag"]
     task = task_of(registry.model_dir(challenger_tag)) if registry is not None else task_of(None)
     inputs, gold, pred, labels = task.read_predictions(predictions_path)

@@ -88,7 +88,7 @@ def bootstrap_counts(gold, pred, metric: str, labels: Sequence[str]):
 
 def read_text_predictions(path):
     """(texts, gold, predicted, labels in the model's order) from predictions.jsonl."""
-    from nerflow.gate import read_records
+    from nerflow.atomic import read_records
 
     rows = read_records(path, ("text", "gold", "pred", "scores"), "text-classification predictions record")
     return ([r["text"] for r in rows], [r["gold"] for r in rows], [r["pred"] for r in rows],
