@@ -53,13 +53,13 @@ class TextClassifier:
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """The probability of every class for each text: float32 [n_texts, n_labels]."""
-        return self._run(texts)[0]
+        return self.run(texts)[0]
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """Per text: ``label``, ``score`` (its probability, 4 places), ``scores`` (every class's
         probability, 6 places: they sum to 1 within 1e-6 per class) and ``truncated`` (the text
         was longer than max_length sub-tokens and was cut as in training)."""
-        probs, cut = self._run(texts)
+        probs, cut = self.run(texts)
         if not len(cut):
             return []
         top = probs.argmax(1)
@@ -68,9 +68,10 @@ class TextClassifier:
         return [{"label": labels[k], "score": s, "scores": dict(zip(labels, row)), "truncated": c}
                 for k, s, row, c in zip(top.tolist(), best, rounded, cut)]
 
-    def _run(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """(probabilities, cut flags). Texts go through the model sorted by length in batches
-        planned by plan_batches, each padded to its longest text only."""
+    def run(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """(probabilities, cut flags): what probabilities and predict are made of. Texts go
+        through the model sorted by length in batches planned by plan_batches, each padded to
+        its longest text only."""
         torch = self._torch
         enc = encode(self.tokenizer, list(texts), self.max_length, self.truncation, self.head_share)
         ids, types = enc.input_ids, enc.token_type_ids

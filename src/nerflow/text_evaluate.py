@@ -18,7 +18,7 @@ def evaluate_texts(params, model_dir, dataset_dir, metrics_out, predictions_out,
     from nerflow.classify import TextClassifier
     from nerflow.config import EvaluateParams, section
     from nerflow.data import load_dataset_dir, read_manifest
-    from nerflow.text import encode, read_text_source
+    from nerflow.text import read_text_source
     from nerflow.text_metrics import scores
 
     params = section(EvaluateParams, params)
@@ -27,12 +27,11 @@ def evaluate_texts(params, model_dir, dataset_dir, metrics_out, predictions_out,
     texts, gold = list(rows["text"]), list(rows["label"])
     clf = TextClassifier(model_dir, precision=params.precision, batch_size=params.batch_size)
     started = time.perf_counter()
-    probs = clf.probabilities(texts)
+    probs, cut = clf.run(texts)  # the texts cut to max_length come with the probabilities: no second tokenization
     seconds = time.perf_counter() - started
     labels = clf.labels
     pred = [labels[i] for i in probs.argmax(1)]
     s = scores(gold, pred, labels)
-    cut = encode(clf.tokenizer, texts, clf.max_length, clf.info.get("truncation", "head_tail"), clf.info.get("head_share", 0.25)).cut
     metrics = {k: v for k, v in s.items() if k not in ("confusion",)}
     metrics.update(task="text-classification", split=split, texts=len(texts), content_hash=manifest["content_hash"],
                    truncated_texts=int(sum(cut)), predict_seconds=round(seconds, 2),
