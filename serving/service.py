@@ -52,6 +52,7 @@ from nerflow.guard import (  # noqa: E402
     publish_served_model,
 )
 from nerflow.predict import entities_from_tags, tag_texts  # noqa: E402
+from nerflow.runtime import OnnxModel  # noqa: E402
 from nerflow.tasks import TEXT, TOKEN, task_of  # noqa: E402
 
 MAX_ITEMS = int(os.environ.get("NERFLOW_MAX_ITEMS", "32"))  # texts or sentences in one request
@@ -151,6 +152,7 @@ class ModelInfo(BaseModel):
     created: str
     limits: dict
     workers: int
+    runtime: str = Field("torch", description="the inference runtime: onnx-int8, onnx or torch (nerflow.runtime)")
     truncation: dict = Field(default_factory=dict, description="text classification: max_length (sub-tokens), "
                                                               "how longer texts are cut, head_share")
 
@@ -193,6 +195,7 @@ class NERService:
             limits={"items_per_request": MAX_ITEMS, "characters_per_text": MAX_TEXT_CHARS,
                     "tokens_per_sentence": MAX_TOKENS, "characters_per_token": MAX_TOKEN_CHARS},
             workers=WORKERS,
+            runtime="torch" if not isinstance(self.model.model, OnnxModel) else self.model.info["runtime"],
             truncation={"max_length": self.model.max_length, "mode": self.model.truncation,
                         "head_share": self.model.head_share} if text else {},
         )

@@ -36,7 +36,7 @@ def test_library_defaults_are_the_pipeline_params():
     for name, cls in SECTIONS.items():
         assert section(cls, {}) == params.section(name), name
         assert section(cls, None) == section(cls, params.section(name).to_dict())
-    assert params.train.epochs == 4 and params.train.learning_rate == 1e-4 and params.train.warmup_steps == 100
+    assert params.train.epochs == 1 and params.train.batch_size == 8 and params.train.learning_rate == 1e-4 and params.train.warmup_steps == 100
     assert params.gate.max_type_regression == 0.02 and params.gate.bootstrap.seed == 13
 
 

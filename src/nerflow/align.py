@@ -162,3 +162,47 @@ def fill_characters(text: str, starts: Sequence, cover: Sequence[int | None], ou
             nxt = next((out[k] for k in range(c + 1, len(text)) if out[k] is not None and starts[k] is not None), outside)
             out[c] = "I-" + prev[2:] if prev != outside and nxt == "I-" + prev[2:] else outside
     return out
+
+
+def subtoken_counts(tokenizer, sentences: Sequence[Sequence[str]]) -> list[int]:
+    """Sub-tokens of each sentence's words (no specials): what a window of it holds."""
+    if not sentences:
+        return []
+    enc = tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False)
+    return [len(ids) for ids in enc["input_ids"]]
+
+
+def pack_documents(documents: Sequence[tuple], counts: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive sentences of one document in windows of at most ``budget`` sub-tokens: the
+    groups of sentence indices, in order. ``documents`` holds a key per sentence (source,
+    document); a key whose document is -1 (no document) keeps its sentence alone, and so does a
+    sentence over the budget (encode_words windows it). Sentences keep their order, so
+    concatenating the groups gives every sentence once."""
+    groups: list[list[int]] = []
+    size, key = 0, None
+    for i, (doc, n) in enumerate(zip(documents, counts)):
+        alone = doc[-1] < 0
+        if groups and not alone and doc == key and size + n <= budget:
+            groups[-1].append(i)
+            size += n
+        else:
+            groups.append([i])
+            size, key = n, (None if alone else doc)
+    return groups
+
+
+def packed(groups: Sequence[Sequence[int]], rows: Sequence[Sequence]) -> list[list]:
+    """The rows (tokens or tags) of each group, concatenated."""
+    return [[x for i in group for x in rows[i]] for group in groups]
+
+
+def unpacked(groups: Sequence[Sequence[int]], lengths: Sequence[int], rows: Sequence[Sequence]) -> list[list]:
+    """``packed``'s inverse: each group's row cut back into its sentences' rows (by ``lengths``),
+    in sentence order."""
+    out: list = [None] * len(lengths)
+    for group, row in zip(groups, rows):
+        at = 0
+        for i in group:
+            out[i] = list(row[at:at + lengths[i]])
+            at += lengths[i]
+    return out

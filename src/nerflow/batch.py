@@ -32,6 +32,7 @@ class Item:
     text: str | None = None  # text input: the text, and each token's character span in it
     spans: list[tuple[int, int]] | None = None
     id: Any = None
+    document: int = -1  # CoNLL: its -DOCSTART- document (a model trained with document context reads them together)
 
 
 def _positive(value: str) -> int:
@@ -124,7 +125,7 @@ def read_input(path: str | Path, fmt: str = "auto", char_level: bool = False) ->
             lines = list(text_lines(path))
             fmt = "conll" if _looks_like_conll(lines) else "text"
     if fmt == "conll":
-        items = [Item(s.tokens, s.line) for s in read_conll(path)]
+        items = [Item(s.tokens, s.line, document=s.document) for s in read_conll(path)]
     elif fmt == "text":
         items = [_text_item(t, n, char_level) for n, t in (text_lines(path) if lines is None else lines)]
     else:
@@ -164,7 +165,7 @@ def tag_items(tagger, items: list[Item], progress: bool = False) -> Iterator[tup
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             todo = [k for k, item in enumerate(chunk) if item.tokens]
-            tags, probs = tagger.predict([chunk[k].tokens for k in todo])
+            tags, probs = tagger.predict([chunk[k].tokens for k in todo], documents=[("", chunk[k].document) for k in todo])
             done = dict(zip(todo, zip(tags, probs)))
             for k, item in enumerate(chunk):
                 yield (item, *done.get(k, ([], [])))

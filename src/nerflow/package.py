@@ -106,6 +106,7 @@ def register(
         "data_hash": info["content_hash"],
         "base_model": str(info.get("base_model")),
         "git_revision": revision,
+        "runtime": info.get("runtime", "torch"),  # what the service runs it with (nerflow.runtime)
     }
     if origin:
         metadata.update(source_repo=origin["repo"], data_version=origin["data_version"],

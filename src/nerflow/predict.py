@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from nerflow.align import encode_texts, encode_words, fill_characters, merge_windows
+from nerflow.align import (encode_texts, encode_words, fill_characters, merge_windows, pack_documents, packed,
+                           subtoken_counts, unpacked)
 from nerflow.device import autocast, resolve_precision
+from nerflow.runtime import load as load_runtime
 
 MODEL_INFO = "nerflow.json"  # written by the train step beside the model
 
@@ -16,7 +18,8 @@ MODEL_INFO = "nerflow.json"  # written by the train step beside the model
 class WordTagger:
     """Tags pre-split words (or characters); every one gets exactly one label and a probability."""
 
-    def __init__(self, model_dir: str | Path, precision: str = "auto", batch_size: int = 64, batch_overhead_tokens: int = 64):
+    def __init__(self, model_dir: str | Path, precision: str = "auto", batch_size: int = 64, batch_overhead_tokens: int = 64,
+                 runtime: str | None = None):
         import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -24,7 +27,9 @@ class WordTagger:
         self.info = json.loads((model_dir / MODEL_INFO).read_text()) if (model_dir / MODEL_INFO).exists() else {}
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.device, self.precision = resolve_precision(precision)
-        self.model = AutoModelForTokenClassification.from_pretrained(str(model_dir)).to(self.device).eval()
+        # runtime: the one nerflow.json records unless given (torch: the weights as trained)
+        self.model = load_runtime(model_dir, {**self.info, **({"runtime": runtime} if runtime else {})},
+                                  AutoModelForTokenClassification, self.device)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.label_index = {label: i for i, label in enumerate(self.labels)}
         self.outside = "O" if "O" in self.label_index else self.labels[0]
@@ -35,13 +40,23 @@ class WordTagger:
         self.batch_overhead_tokens = batch_overhead_tokens
         self._torch = torch
 
-    def predict(self, sentences: Sequence[Sequence[str]], distributions: bool = False):
+    def predict(self, sentences: Sequence[Sequence[str]], distributions: bool = False,
+                documents: Sequence[tuple] | None = None):
         """Tags and probabilities for each token of each sentence (words, or characters for a
         character-level model); with ``distributions``, also each token's probability vector
-        over the labels (None for a character no sub-token starts at, e.g. a space)."""
+        over the labels (None for a character no sub-token starts at, e.g. a space).
+        ``documents``: a (source, document) key per sentence; a model trained with document
+        context then reads consecutive sentences of one document in one window, as it was trained."""
         if not sentences:
             return ([], [], []) if distributions else ([], [])
         char_level = self.info.get("level") == "char"
+        if documents is not None and self.info.get("context") == "document" and not char_level:
+            budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
+            groups = pack_documents(documents, subtoken_counts(self.tokenizer, sentences), budget)
+            if len(groups) < len(sentences):
+                lengths = [len(s) for s in sentences]
+                return tuple(unpacked(groups, lengths, part)
+                             for part in self.predict(packed(groups, sentences), distributions))
         if char_level:
             if any(len(token) != 1 for s in sentences for token in s):
                 raise ValueError("this is a character-level model (as KLUE-NER): give one character per token, "

@@ -42,6 +42,7 @@ class Sentence:
     tags: list[str]
     line: int  # 1-based line of the first token (text formats) or 1-based record number
     id: str = ""  # the corpus' own sentence id, where it has one (KLUE)
+    document: int = -1  # which document of its file the sentence is in (CoNLL -DOCSTART-); -1: none
 
 
 # ----------------------------------------------------------------------------- text
@@ -134,6 +135,7 @@ def _conll(path: Path, opts: ReaderOptions) -> Iterator[Sentence]:
     tokens: list[str] = []
     tags: list[str] = []
     first = 0
+    document = -1  # counts -DOCSTART- lines: consecutive sentences of one document share it
     width = width_line = None
     comment = opts.comment_prefix
 
@@ -146,8 +148,10 @@ def _conll(path: Path, opts: ReaderOptions) -> Iterator[Sentence]:
         cols = _columns(stripped)
         if not cols or cols[0] == "-DOCSTART-" or (comment is not None and line.startswith(comment)):
             if tokens:
-                yield Sentence(tokens, tags, first)
+                yield Sentence(tokens, tags, first, "", document)
                 tokens, tags = [], []
+            if cols and cols[0] == "-DOCSTART-":
+                document += 1
             continue
         if not stripped.isascii() and "\t" not in stripped and (space := OTHER_SPACES.search(stripped)):
             char = space.group()
@@ -173,7 +177,7 @@ def _conll(path: Path, opts: ReaderOptions) -> Iterator[Sentence]:
         tokens.append(cols[opts.token_column])
         tags.append(tag)
     if tokens:
-        yield Sentence(tokens, tags, first)
+        yield Sentence(tokens, tags, first, "", document)
 
 
 def _columns(line: str) -> list[str]:

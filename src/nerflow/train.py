@@ -20,6 +20,7 @@ from nerflow.atomic import atomic_dir, read_json, write_json
 from nerflow.config import TrainParams, outcome_keys, section
 from nerflow.device import resolve_precision
 from nerflow.hub import model_path as local_model
+from nerflow.runtime import export as runtime_export
 from nerflow.predict import MODEL_INFO
 from nerflow.preprocess import INFO as PREPROCESS_INFO
 from nerflow.preprocess import VOCABULARY
@@ -81,7 +82,7 @@ def _dev_f1(labels: list[str], starts: list[list[int]]):
     return compute
 
 
-FEATURE_KEYS = ("stride", "label_all_subtokens", "truncation", "head_share")  # how the features were cut, per task
+FEATURE_KEYS = ("stride", "label_all_subtokens", "context", "truncation", "head_share")  # how the features were cut, per task
 
 
 def _examples(split_stats: dict[str, Any]) -> int:
@@ -316,6 +317,10 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         with atomic_dir(model_out) as tmp:
             trainer.save_model(str(tmp))
             tokenizer.save_pretrained(str(tmp))
+            # the saved model, for the runtime it is evaluated and served with (nerflow.runtime)
+            saved = task.model_class().from_pretrained(str(tmp)).eval()
+            model_info.update(runtime_export(saved, tokenizer, tmp, params.runtime))
+            del saved
             write_json(tmp / MODEL_INFO, model_info)
             write_json(tmp / "train_log.json", {"summary": summary, "log_history": history})
         if curves_dir is not None:

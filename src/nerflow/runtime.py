@@ -1,0 +1,113 @@
+"""The inference runtime a trained model is evaluated, registered and served with.
+
+``train.runtime``:
+- ``torch``: the model as trained (transformers, bf16 autocast where the hardware has it);
+- ``onnx``: exported to ONNX (``model.onnx``), run by ONNX Runtime in fp32;
+- ``onnx-int8``: that export with dynamically quantized int8 weights (``model.int8.onnx``;
+  activations quantized per batch at run time), run by ONNX Runtime: the fastest on CPUs.
+
+The train step exports the model it saves (``export``); its ``nerflow.json`` records the
+runtime and the file, so evaluate scores the model exactly as the service will run it, and the
+registry records the runtime a model was packaged for. ``load`` gives an object called like a
+transformers model (``model(**batch).logits``) whichever the runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from nerflow import NerflowError
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def export(model, tokenizer, out_dir: str | Path, runtime: str) -> dict[str, Any]:
+    """Write ``model`` (a transformers model in eval mode, on CPU) as ``FILES[runtime]`` into
+    ``out_dir``; nothing for torch. What nerflow.json records of it."""
+    import torch
+
+    if runtime == "torch":
+        return {"runtime": "torch"}
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    names = [k for k in INPUTS if k in tokenizer.model_input_names or k != "token_type_ids"]
+    if "token_type_ids" in names and getattr(model.config, "type_vocab_size", 0) < 1:
+        names.remove("token_type_ids")
+    sample = tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
+    args = tuple(sample[k] if k in sample else torch.zeros_like(sample["input_ids"]) for k in names)
+    axes = {k: {0: "batch", 1: "sequence"} for k in names}
+    token_level = "TokenClassification" in type(model).__name__
+    axes["logits"] = {0: "batch", 1: "sequence"} if token_level else {0: "batch"}
+
+    class Logits(torch.nn.Module):  # a plain tensor out, named inputs in the order above
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors):
+            return self.inner(**dict(zip(names, tensors))).logits
+
+    fp32 = out_dir / FILES["onnx"]
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(Logits(model.float()), args, str(fp32), input_names=list(names), output_names=["logits"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    model.train(was_training)
+    if runtime == "onnx-int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fp32), str(out_dir / FILES["onnx-int8"]), weight_type=QuantType.QInt8, per_channel=True)
+        fp32.unlink()
+    return {"runtime": runtime, "runtime_file": FILES[runtime], "runtime_inputs": list(names),
+            "export_seconds": round(time.perf_counter() - started, 1)}
+
+
+class OnnxModel:
+    """An ONNX Runtime session called like a transformers model: ``model(**batch).logits``
+    (torch tensors in and out), with the model's ``config``."""
+
+    def __init__(self, model_dir: Path, info: dict[str, Any], threads: int | None = None):
+        import onnxruntime as ort
+        from transformers import AutoConfig
+
+        path = model_dir / info.get("runtime_file", FILES[info["runtime"]])
+        if not path.is_file():
+            raise NerflowError(f"{model_dir}: its nerflow.json says runtime {info['runtime']} but {path.name} is missing")
+        self.config = AutoConfig.from_pretrained(str(model_dir))
+        options = ort.SessionOptions()
+        import torch
+
+        options.intra_op_num_threads = threads or torch.get_num_threads()  # as torch is set (the service: cores / workers)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, **batch):
+        import torch
+
+        feed = {k: batch[k].cpu().numpy() for k in self.inputs}
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
+
+    def to(self, _device):
+        return self
+
+    def eval(self):
+        return self
+
+
+def load(model_dir: str | Path, info: dict[str, Any], model_class, device: str, threads: int | None = None):
+    """The model of ``model_dir`` in the runtime its nerflow.json records (torch without one,
+    and always on a GPU, where ONNX Runtime's CPU provider would be the slower)."""
+    runtime = info.get("runtime", "torch")
+    if runtime not in RUNTIMES:
+        raise NerflowError(f"{model_dir}: unknown runtime {runtime!r} in nerflow.json (one of {', '.join(RUNTIMES)})")
+    if runtime == "torch" or device != "cpu":
+        return model_class.from_pretrained(str(model_dir)).to(device).eval()
+    return OnnxModel(Path(model_dir), info, threads)
