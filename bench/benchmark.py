@@ -97,7 +97,8 @@ def main(argv=None) -> int:
 
     from nerflow.data import prepare_data
     from nerflow.evaluate import evaluate
-    from nerflow.params import configure, load_params, resolve_path
+    from nerflow.hub import model_path as model_path_of
+    from nerflow.params import configure, load_params
     from nerflow.preprocess import preprocess
     from nerflow.train import train
 
@@ -115,11 +116,14 @@ def main(argv=None) -> int:
         dataset_dir = work / "dataset-cut"
     else:
         dataset_dir = work / "dataset"
-    model_path = resolve_path(params.train.model)
+    model_path = model_path_of(params.train.model, "train.model")  # a folder, pkg:, asset: or Hub id
     preprocess(params.preprocess, dataset_dir, work / "features")
     n_train = len(__import__("datasets").load_from_disk(str(dataset_dir))["train"])
 
-    results: dict = {"epochs": args.epochs, "train_sentences": n_train, "model": params.train.model,
+    sys.path.insert(0, str(ROOT / "bench"))
+    from load import cpu_flags
+
+    results: dict = {"cpu": cpu_flags(), "epochs": args.epochs, "train_sentences": n_train, "model": params.train.model,
                      "data_version": manifest["content_hash"][:12]}
     print(f"reference recipe: {n_train} sentences x {args.epochs} epoch(s) ...", flush=True)
     ref = reference_train(model_path, dataset_dir, work / "reference", args.epochs, params.train.seed)
@@ -142,6 +146,7 @@ def main(argv=None) -> int:
     texts = [" ".join(t) for t in test_tokens]
     plain = pipeline_throughput(work / "ours", texts, None)
     results["inference"] = {"nerflow_evaluate_sentences_per_second": our_eval["sentences_per_second"],
+                            "nerflow_runtime": our_eval.get("runtime", "torch"),
                             "plain_pipeline_sentences_per_second": round(plain, 1)}
     results["ratios"] = {
         "train_throughput": results["nerflow"]["train_sentences_per_second"] / ref["train_sentences_per_second"],

@@ -64,7 +64,7 @@ def test_cli_partial_params_take_the_defaults_and_a_missing_input_is_named(tmp_p
     pfile = tmp_path / "p.yaml"
     pfile.write_text("gate: {min_f1: 0.5}\n")  # every other section and key: its one default
     r = run_cli(["params"], pfile, check=True)
-    assert "min_f1: 0.5" in r.stdout and "epochs: 4" in r.stdout
+    assert "min_f1: 0.5" in r.stdout and "epochs: 1.0" in r.stdout
     r = run_cli(["gate", "--predictions", str(tmp_path / "none.jsonl")], pfile, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"nerflow: error: {tmp_path / 'none.jsonl'}: no such file (run the step that writes it first)"

@@ -33,6 +33,14 @@ def every_word_tagged(src: Path, dst: Path, label: str) -> Path:
         model.classifier.bias.fill_(-10.0)
         model.classifier.bias[model.config.label2id[label]] = 10.0
     model.save_pretrained(str(dst))
+    # the service runs the runtime the train step exported (model.onnx): export the edited weights
+    from transformers import AutoTokenizer
+
+    from nerflow.runtime import export
+
+    info = json.loads((dst / "nerflow.json").read_text())
+    info.update(export(model.eval(), AutoTokenizer.from_pretrained(str(dst)), dst, info.get("runtime", "torch")))
+    (dst / "nerflow.json").write_text(json.dumps(info))
     return dst
 
 

@@ -392,6 +392,10 @@ class TrainParams(Section):
     optimizer: Literal["foreach", "fused"] = Field("foreach", description="AdamW implementation")
     freeze_embeddings: bool = Field(False, description="keep the (large) embedding matrix fixed")
     torch_compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
+    decoding: Literal["viterbi", "argmax"] = Field("viterbi", description=(
+        "how the trained model's tags are read (evaluate, predict, the service; recorded with the model): "
+        "viterbi: the most probable IOB2-valid sequence (no I-X after O or another type); argmax: each word's "
+        "most probable tag"))
     runtime: Literal["onnx", "onnx-int8", "torch"] = Field("onnx", description=(
         "the inference runtime the trained model is exported for: evaluate scores it, the registry records it "
         "and the service runs it (onnx: ONNX Runtime, fp32, the same F1 as torch; onnx-int8: int8 weights, "

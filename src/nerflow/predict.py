@@ -19,7 +19,7 @@ class WordTagger:
     """Tags pre-split words (or characters); every one gets exactly one label and a probability."""
 
     def __init__(self, model_dir: str | Path, precision: str = "auto", batch_size: int = 64, batch_overhead_tokens: int = 64,
-                 runtime: str | None = None):
+                 runtime: str | None = None, decoding: str | None = None):
         import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -39,6 +39,9 @@ class WordTagger:
         self.batch_size = batch_size
         self.batch_overhead_tokens = batch_overhead_tokens
         self._torch = torch
+        # decoding: as nerflow.json records (models from before it was recorded: argmax)
+        self.decoding = decoding or self.info.get("decoding", "argmax")
+        self.transitions = iob2_transitions(self.labels) if self.decoding == "viterbi" else None
 
     def predict(self, sentences: Sequence[Sequence[str]], distributions: bool = False,
                 documents: Sequence[tuple] | None = None):
@@ -65,7 +68,8 @@ class WordTagger:
             windows, cover = encode_texts(self.tokenizer, texts, self.max_length, self.stride)
         else:
             windows = encode_words(self.tokenizer, sentences, self.max_length, self.stride)
-        per_window = self._run(windows, distributions)
+        constrained = self.transitions is not None and not char_level
+        per_window = self._run(windows, distributions or constrained)
         n_tokens = [len(s) for s in sentences]
         # a word with no sub-token at all (e.g. a lone zero-width space): O, with no probability
         default = None if char_level else (self.o_index, None)
@@ -78,12 +82,15 @@ class WordTagger:
                 # a character no sub-token starts at takes the value of the sub-token covering it
                 row = [v if v is not None else (row[cover[k][c]] if cover[k][c] is not None else None)
                        for c, v in enumerate(row)]
+            elif constrained:  # the most probable tag sequence with no I-X after anything but B-X / I-X
+                tag_row = [self.labels[i] for i in constrained_path([v[1] for v in row], *self.transitions, self.o_index)]
             else:
                 tag_row = [self.labels[v[0]] for v in row]
             tags.append(tag_row)
-            if distributions:
+            if distributions or constrained:
                 dist_row = [None if v is None else v[1] for v in row]
-                dists.append(dist_row)
+                if distributions:
+                    dists.append(dist_row)
                 probs.append([0.0 if d is None else float(d[self.label_index[t]]) for t, d in zip(tag_row, dist_row)])
             else:  # the probability of the predicted label of the (head) sub-token
                 probs.append([0.0 if v is None or v[1] is None else v[1] for v in row])
@@ -119,6 +126,46 @@ class WordTagger:
                 for row, i in enumerate(idx):
                     out[i] = list(zip(ids[row], values[row]))
         return out
+
+
+def iob2_transitions(labels: Sequence[str]):
+    """(allowed[i, j]: tag j may follow tag i, allowed_first[j]) for IOB2 labels: I-X only after
+    B-X or I-X, never first. None when the labels are not IOB2 (an I-X without its B-X)."""
+    import numpy as np
+
+    if any(t.startswith("I-") and "B-" + t[2:] not in labels for t in labels):
+        return None
+    allowed = np.ones((len(labels), len(labels)), dtype=bool)
+    for j, tag in enumerate(labels):
+        if tag.startswith("I-"):
+            allowed[:, j] = [prev in ("B-" + tag[2:], tag) for prev in labels]
+    first = np.array([not t.startswith("I-") for t in labels])
+    return allowed, first
+
+
+def constrained_path(dists: Sequence, allowed, first, outside: int) -> list[int]:
+    """Viterbi: the label ids of the most probable sequence (product of the words' label
+    probabilities) that the transitions allow. A word without a distribution (no sub-token) is O."""
+    import numpy as np
+
+    n, size = len(dists), allowed.shape[0]
+    if n == 0:
+        return []
+    none = np.zeros(size)
+    none[outside] = 1.0
+    logp = np.log(np.clip(np.array([none if d is None else d for d in dists], dtype=np.float64), 1e-12, None))
+    moves = np.where(allowed, 0.0, -np.inf)
+    score = logp[0] + np.where(first, 0.0, -np.inf)
+    back = np.zeros((n, size), dtype=np.int64)
+    columns = np.arange(size)
+    for t in range(1, n):
+        cand = score[:, None] + moves
+        back[t] = cand.argmax(0)
+        score = cand[back[t], columns] + logp[t]
+    path = [int(score.argmax())]
+    for t in range(n - 1, 0, -1):
+        path.append(int(back[t, path[-1]]))
+    return path[::-1]
 
 
 def plan_batches(lengths: Sequence[int], max_rows: int, overhead_tokens: int) -> list[tuple[int, int]]:

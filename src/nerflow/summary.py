@@ -33,7 +33,8 @@ def summary(paths: dict[str, Any]) -> str:
         lines.append(f"test       accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  F1 {m['f1']:.4f} ({m['f1_average']})"
                      f"  {m['texts']} texts, {m['truncated_texts']} cut to head and tail")
     else:
-        lines.append(f"test       F1 {m['f1']:.4f}  P {m['precision']:.4f}  R {m['recall']:.4f}  accuracy {m['accuracy']:.4f}  ({m['scheme']} scheme)")
+        lines.append(f"test       F1 {m['f1']:.4f}  P {m['precision']:.4f}  R {m['recall']:.4f}  accuracy {m['accuracy']:.4f}  "
+                     f"({m['scheme']} scheme; runtime {m.get('runtime', 'torch')}, {m['sentences_per_second']} sentences/s)")
     for etype, v in (m.get("per_type") or m.get("per_class")).items():
         lines.append(f"           {etype:<10} F1 {v['f1']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}  support {v['support']}")
     if "schemes" in m:

@@ -309,6 +309,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         "max_length": info["max_length"],
         **{k: info[k] for k in FEATURE_KEYS if k in info},
         "level": info.get("level", "word"),
+        "decoding": params.decoding,
         "content_hash": info["content_hash"],
         "base_model": params.model,
         "train": summary,

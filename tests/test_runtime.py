@@ -1,0 +1,116 @@
+"""The inference runtime (ONNX Runtime export, int8) and constrained IOB2 decoding."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from nerflow.predict import constrained_path, iob2_transitions
+
+LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+def test_constrained_decoding_by_hand():
+    allowed, first = iob2_transitions(LABELS)
+    assert not first[2] and not first[4] and first[1]
+    assert allowed[1, 2] and allowed[2, 2] and not allowed[0, 2] and not allowed[3, 2] and allowed[4, 0]
+    # argmax would read O I-PER I-PER: an entity without its start. The best valid sequence
+    # starts it: B-PER (0.35 beats O's 0.6 once the I-PERs that follow count)
+    d = [[0.6, 0.0, 0.0, 0.35, 0.05], [0.2, 0.0, 0.0, 0.0, 0.8], [0.1, 0.0, 0.0, 0.0, 0.9]]
+    assert [LABELS[i] for i in constrained_path(d, allowed, first, 0)] == ["B-PER", "I-PER", "I-PER"]
+    # B-LOC I-PER: the type switch is impossible; I-PER strong, B-LOC weak -> B-PER I-PER
+    d = [[0.1, 0.5, 0.0, 0.4, 0.0], [0.05, 0.0, 0.15, 0.0, 0.8]]
+    assert [LABELS[i] for i in constrained_path(d, allowed, first, 0)] == ["B-PER", "I-PER"]
+    # valid argmax sequences are left alone; a word with no distribution is O
+    d = [[0.1, 0.8, 0.1, 0.0, 0.0], [0.2, 0.0, 0.7, 0.1, 0.0], None, [0.9, 0.0, 0.0, 0.1, 0.0]]
+    assert [LABELS[i] for i in constrained_path(d, allowed, first, 0)] == ["B-LOC", "I-LOC", "O", "O"]
+    assert constrained_path([], allowed, first, 0) == []
+    # IO labels (an I-X with no B-X) are not constrained
+    assert iob2_transitions(["O", "I-LOC", "I-PER"]) is None
+
+
+def test_viterbi_never_outputs_an_invalid_sequence_and_agrees_with_brute_force():
+    import itertools
+
+    allowed, first = iob2_transitions(LABELS)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 5))
+        d = rng.dirichlet(np.ones(len(LABELS)) * 0.3, size=n)
+        best = max((p for p in itertools.product(range(len(LABELS)), repeat=n)
+                    if first[p[0]] and all(allowed[a, b] for a, b in zip(p, p[1:]))),
+                   key=lambda p: sum(np.log(max(d[t][k], 1e-12)) for t, k in enumerate(p)))
+        assert constrained_path(list(d), allowed, first, 0) == list(best)
+
+
+def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path):
+    """The library run's model was exported by the train step (runtime onnx, the default); its
+    ONNX Runtime tags equal torch's on the test slice; an int8 export runs and records itself."""
+    pytest.importorskip("onnxruntime")
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from nerflow.data import load_dataset_dir
+    from nerflow.predict import WordTagger
+    from nerflow.runtime import OnnxModel, export
+
+    model = library_run["model"]
+    info = json.loads((model / "nerflow.json").read_text())
+    assert info["runtime"] == "onnx" and info["runtime_file"] == "model.onnx" and (model / "model.onnx").is_file()
+    assert info["decoding"] == "viterbi"
+    tokens = load_dataset_dir(library_run["dataset"])["test"]["tokens"]
+    served = WordTagger(model)
+    assert isinstance(served.model, OnnxModel)
+    torch_tagger = WordTagger(model, runtime="torch")
+    assert not isinstance(torch_tagger.model, OnnxModel)
+    a, b = served.predict(tokens, distributions=True), torch_tagger.predict(tokens, distributions=True)
+    assert a[0] == b[0]
+    diff = max(abs(x - y) for ra, rb in zip(a[2], b[2]) for da, db in zip(ra, rb) if da is not None for x, y in zip(da, db))
+    assert diff < 1e-4
+    # int8: a smaller file, the same interface; tags mostly as fp32's (weights rounded to 8 bits)
+    out = tmp_path / "int8"
+    shutil.copytree(model, out, ignore=shutil.ignore_patterns("model.onnx"))
+    hf = AutoModelForTokenClassification.from_pretrained(str(model)).eval()
+    record = export(hf, AutoTokenizer.from_pretrained(str(model)), out, "onnx-int8")
+    assert record["runtime"] == "onnx-int8" and (out / "model.int8.onnx").is_file() and not (out / "model.onnx").exists()
+    # (the tiny model is mostly its fp32 embedding matrix; e5: 113 MB -> 29 MB)
+    assert (out / "model.int8.onnx").stat().st_size < 0.8 * (model / "model.onnx").stat().st_size
+    (out / "nerflow.json").write_text(json.dumps({**info, **record}))
+    int8 = WordTagger(out).predict(tokens)[0]
+    agree = sum(x == y for r, s in zip(int8, a[0]) for x, y in zip(r, s)) / sum(len(r) for r in int8)
+    assert agree > 0.9
+    # nerflow.json naming a runtime whose file is gone: one clear error
+    (out / "model.int8.onnx").unlink()
+    from nerflow import NerflowError
+
+    with pytest.raises(NerflowError, match="runtime onnx-int8 but model.int8.onnx is missing"):
+        WordTagger(out)
+
+
+def test_argmax_decoding_is_kept_for_models_that_record_it(library_run, tmp_path):
+    from nerflow.data import load_dataset_dir
+    from nerflow.predict import WordTagger
+
+    tokens = load_dataset_dir(library_run["dataset"])["test"]["tokens"]
+    free = WordTagger(library_run["model"], decoding="argmax")
+    tags, probs, dists = free.predict(tokens, distributions=True)
+    assert tags == [[free.labels[int(np.argmax(d))] if d is not None else "O" for d in row] for row in dists]
+    viterbi = WordTagger(library_run["model"]).predict(tokens)[0]
+    allowed, first = iob2_transitions(free.labels)
+    index = {t: i for i, t in enumerate(free.labels)}
+    for row in viterbi:  # every served sequence is valid IOB2
+        ids = [index[t] for t in row]
+        assert not ids or first[ids[0]]
+        assert all(allowed[a, b] for a, b in zip(ids, ids[1:]))
+
+
+def test_the_registry_records_the_runtime_a_model_was_packaged_for(library_run, tmp_path):
+    from nerflow.package import register, registry_for
+
+    params = {"model_name": "runtime-test", "bentoml_home": str(tmp_path / "home")}
+    record = register(params, library_run["model"], library_run["metrics"], tmp_path / "registered.json")
+    registry = registry_for(params)
+    assert registry.info(record["model_tag"])["metadata"]["runtime"] == "onnx"
+    stored = registry.model_dir(record["model_tag"])
+    assert (stored / "model.onnx").is_file()  # the stored model carries the file the service runs
+    assert json.loads((library_run["metrics"]).read_text())["runtime"] == "onnx"
