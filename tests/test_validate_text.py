@@ -89,7 +89,7 @@ def test_clean_corpus_passes_with_the_text_checks_only(tmp_path):
     assert "<tr><td>train</td><td>40</td><td>" in html and "<td>20</td><td>20</td></tr>" in html
     assert "Entities per type" not in html and "the label_set check runs" in html
     assert format_table(summary).splitlines()[-1] == (
-        "texts over max_length 256 sub-tokens: 0 (train 0, validation 0, test 0; tokenizer not given)")
+        "texts over max_length 128 sub-tokens: 0 (train 0, validation 0, test 0; tokenizer not given)")
 
 
 def test_stray_label_in_a_binary_column_is_a_rare_label_at_its_line(tmp_path):
@@ -274,7 +274,7 @@ def test_each_task_runs_only_its_own_checks(conll_dir, tmp_path):
     summary = validate_dataset(NO_TOKENIZER, tmp_path / "ner", tmp_path / "r")
     names = {c["name"] for c in summary["checks"]}
     assert summary["task"] == "token-classification" and len(names) == 15 and not names & text_only
-    assert format_table(summary).splitlines()[-1] == "sentences over max_length 256 sub-tokens: 0 (0 entities; tokenizer not given)"
+    assert format_table(summary).splitlines()[-1] == "sentences over max_length 128 sub-tokens: 0 (0 entities; tokenizer not given)"
     assert "Entities per type" in (tmp_path / "r" / "report.html").read_text()
 
 
