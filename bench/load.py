@@ -144,7 +144,7 @@ def served_f1(port: int, model_dir: Path, per_request: int = 8) -> dict:
     """Test F1 of the served model through the service path (/tag_tokens), the test split read
     as evaluate reads it (consecutive sentences of a document in one window for a model trained
     with document context), against the same weights run by torch in this process."""
-    from nerflow.align import pack_documents, packed, subtoken_counts, unpacked
+    from nerflow.align import document_windows, packed, unpacked
     from nerflow.metrics import score
     from nerflow.params import resolve_path
     from nerflow.predict import WordTagger
@@ -154,8 +154,8 @@ def served_f1(port: int, model_dir: Path, per_request: int = 8) -> dict:
     tokens, gold = [s.tokens for s in sentences], [s.tags for s in sentences]
     torch_tagger = WordTagger(model_dir, runtime="torch")
     if torch_tagger.info.get("context") == "document":
-        budget = torch_tagger.max_length - torch_tagger.tokenizer.num_special_tokens_to_add()
-        groups = pack_documents([("", s.document) for s in sentences], subtoken_counts(torch_tagger.tokenizer, tokens), budget)
+        groups = document_windows(torch_tagger.tokenizer, tokens, [("", s.document) for s in sentences],
+                                  torch_tagger.max_length)
     else:
         groups = [[i] for i in range(len(tokens))]
     windows = packed(groups, tokens)

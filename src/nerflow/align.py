@@ -191,6 +191,14 @@ def pack_documents(documents: Sequence[tuple], counts: Sequence[int], budget: in
     return groups
 
 
+def document_windows(tokenizer, sentences: Sequence[Sequence[str]], documents: Sequence[tuple],
+                     max_length: int) -> list[list[int]]:
+    """pack_documents for a tokenizer: consecutive sentences of one document in windows of at
+    most ``max_length`` sub-tokens, specials included (preprocess, evaluate and predict alike)."""
+    budget = max_length - tokenizer.num_special_tokens_to_add()
+    return pack_documents(documents, subtoken_counts(tokenizer, sentences), budget)
+
+
 def packed(groups: Sequence[Sequence[int]], rows: Sequence[Sequence]) -> list[list]:
     """The rows (tokens or tags) of each group, concatenated."""
     return [[x for i in group for x in rows[i]] for group in groups]

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from nerflow.align import (encode_texts, encode_words, fill_characters, merge_windows, pack_documents, packed,
-                           subtoken_counts, unpacked)
+from nerflow.align import document_windows, encode_texts, encode_words, fill_characters, merge_windows, packed, unpacked
 from nerflow.device import autocast, resolve_precision
 from nerflow.runtime import load as load_runtime
 
@@ -54,8 +53,7 @@ class WordTagger:
             return ([], [], []) if distributions else ([], [])
         char_level = self.info.get("level") == "char"
         if documents is not None and self.info.get("context") == "document" and not char_level:
-            budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
-            groups = pack_documents(documents, subtoken_counts(self.tokenizer, sentences), budget)
+            groups = document_windows(self.tokenizer, sentences, documents, self.max_length)
             if len(groups) < len(sentences):
                 lengths = [len(s) for s in sentences]
                 return tuple(unpacked(groups, lengths, part)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nerflow.align import align_labels, encode_texts, encode_words, pack_documents, packed, subtoken_counts
+from nerflow.align import align_labels, document_windows, encode_texts, encode_words, packed
 from nerflow.atomic import atomic_dir, write_json
 from nerflow.data import load_dataset_dir, read_manifest
 from nerflow.config import PreprocessParams, section
@@ -140,6 +140,4 @@ def document_groups(params: PreprocessParams, rows, tokenizer, tokens) -> list[l
     (align.pack_documents, up to max_length); None otherwise."""
     if params.context != "document" or "document" not in rows.column_names or max(rows["document"], default=-1) < 0:
         return None
-    keys = list(zip(rows["source"], rows["document"]))
-    budget = params.max_length - tokenizer.num_special_tokens_to_add()
-    return pack_documents(keys, subtoken_counts(tokenizer, tokens), budget)
+    return document_windows(tokenizer, tokens, list(zip(rows["source"], rows["document"])), params.max_length)
