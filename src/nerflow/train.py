@@ -167,7 +167,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     import torch
     import transformers
     from datasets import disable_progress_bars, load_from_disk
-    from transformers import AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments
 
     from nerflow.tasks import task_of
 
@@ -199,6 +199,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         torch.set_num_threads(params.threads)
     model, loading = task.model_class().from_pretrained(
         str(model_path),
+        **_layers(model_path, params.layers),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
@@ -255,7 +256,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         report_to="none",
         disable_tqdm=not params.progress,
     )
-    trainer = Trainer(
+    trainer = _sequential_eval_trainer()(
         model=model,
         args=args,
         train_dataset=features["train"],
@@ -320,7 +321,8 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
             tokenizer.save_pretrained(str(tmp))
             # the saved model, for the runtime it is evaluated and served with (nerflow.runtime)
             saved = task.model_class().from_pretrained(str(tmp)).eval()
-            model_info.update(runtime_export(saved, tokenizer, tmp, params.runtime))
+            scorer = _dev_scorer(task, info, features, tokenizer, params.batch_size * 2) if params.runtime == "auto" else None
+            model_info.update(runtime_export(saved, tokenizer, tmp, params.runtime, scorer, params.int8_max_drop))
             del saved
             write_json(tmp / MODEL_INFO, model_info)
             write_json(tmp / "train_log.json", {"summary": summary, "log_history": history})
@@ -330,6 +332,77 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
 
         shutil.rmtree(work_dir, ignore_errors=True)
     return summary
+
+
+def _sequential_eval_trainer():
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class SequentialEvalTrainer(Trainer):
+        """Dev predictions in the dataset's order, also with group_by_length (transformers 5
+        groups the eval batches by length as well): the dev F1 reads each window's predictions
+        at that window's word starts, and keep-best and early stopping follow it."""
+
+        def _get_eval_sampler(self, eval_dataset):
+            if eval_dataset is None:
+                return None
+            # several processes: None, as transformers does without grouping (accelerate splits in order)
+            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+    return SequentialEvalTrainer
+
+
+def _dev_scorer(task, info: dict[str, Any], features, tokenizer, batch_size: int):
+    """A function giving the dev score (``f1``, as the Trainer's per-epoch evaluation computes
+    it) of a model called like a transformers model, e.g. an ONNX export; None without a
+    validation split."""
+    if "validation" not in features:
+        return None
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    split = features["validation"]
+    rows = split.select_columns([c for c in ("input_ids", "attention_mask", "token_type_ids", "labels")
+                                 if c in split.column_names]).to_list()
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    collate, compute = task.collator(tokenizer), task.dev_metrics(info, features)
+
+    def score(model) -> float:
+        preds, golds = [None] * len(rows), [None] * len(rows)
+        with torch.inference_mode():
+            for at in range(0, len(order), batch_size):
+                idx = order[at : at + batch_size]
+                batch = collate([rows[i] for i in idx])
+                gold = batch.pop("labels").numpy()
+                pred = model(**batch).logits.argmax(-1).numpy()
+                for k, i in enumerate(idx):
+                    preds[i], golds[i] = pred[k], gold[k]
+        if np.ndim(preds[0]) == 0:  # a label per text
+            return float(compute(SimpleNamespace(predictions=np.array(preds), label_ids=np.array(golds)))["f1"])
+        width = max(len(g) for g in golds)
+        p, g = np.zeros((len(rows), width), dtype=np.int64), np.full((len(rows), width), -100, dtype=np.int64)
+        for i, (a, b) in enumerate(zip(preds, golds)):
+            p[i, : len(a)], g[i, : len(b)] = a, b
+        return float(compute(SimpleNamespace(predictions=p, label_ids=g))["f1"])
+
+    return score
+
+
+def _layers(model_path: Path, layers: int | None) -> dict[str, int]:
+    """from_pretrained's config override that keeps the encoder's bottom ``layers`` layers (the
+    weights of the others are not loaded); {} for every layer."""
+    if layers is None:
+        return {}
+    from transformers import AutoConfig
+
+    total = getattr(AutoConfig.from_pretrained(str(model_path)), "num_hidden_layers", None)
+    if total is None:
+        raise NerflowError(f"train.layers: {layers}, but the encoder {model_path} does not say how many layers it has")
+    if layers > total:
+        raise NerflowError(f"train.layers: {layers}, but the encoder {model_path} has {total} layers")
+    return {"num_hidden_layers": layers}
 
 
 def train_processes(params: TrainParams | dict[str, Any], features_dir: str | Path, model_out: str | Path,
