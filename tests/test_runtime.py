@@ -44,9 +44,54 @@ def test_viterbi_never_outputs_an_invalid_sequence_and_agrees_with_brute_force()
         assert constrained_path(list(d), allowed, first, 0) == list(best)
 
 
+def test_auto_runtime_keeps_int8_only_within_its_dev_budget(library_run, strong_model, tmp_path):
+    """The strong model was exported by the train step with runtime auto (the default):
+    both exports scored on the dev windows exactly as the Trainer scores its dev F1, int8 kept
+    only within int8_max_drop of fp32, the other file removed."""
+    pytest.importorskip("onnxruntime")
+    from datasets import load_from_disk
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from nerflow.runtime import OnnxModel, export
+    from nerflow.tasks import task_of
+    from nerflow.train import _dev_scorer
+
+    model = strong_model["model"]
+    info = json.loads((model / "nerflow.json").read_text())
+    check = info["runtime_check"]
+    assert check["chosen"] == info["runtime"] and check["max_drop"] == 0.003
+    fp32, int8 = check["dev_f1"]["onnx"], check["dev_f1"]["onnx-int8"]
+    assert fp32 > 0.05  # a model that finds entities (about 0.08 on the dev slice): the scores below mean something
+    assert info["runtime"] == ("onnx-int8" if int8 >= fp32 - 0.003 else "onnx")
+    kept = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+    assert info["runtime_file"] == kept[info["runtime"]] and (model / info["runtime_file"]).is_file()
+    assert [f for f in kept.values() if (model / f).exists()] == [info["runtime_file"]]
+    # the scorer is the Trainer's dev F1: the torch model scores what training recorded, fp32 ONNX the same
+    features_dir = library_run["features"]
+    tokenizer = AutoTokenizer.from_pretrained(str(features_dir / "tokenizer"))
+    features = load_from_disk(str(features_dir))
+    preprocessed = json.loads((features_dir / "preprocess.json").read_text())
+    score = _dev_scorer(task_of(preprocessed), preprocessed, features, tokenizer, 32)
+    hf = AutoModelForTokenClassification.from_pretrained(str(model)).eval()
+    assert score(hf) == pytest.approx(info["train"]["best_dev_f1"], abs=1e-9)
+    assert round(score(hf), 5) == pytest.approx(fp32, abs=1e-5)
+    # the rule both ways: a budget no int8 can meet keeps fp32, a generous one keeps int8
+    for budget, chosen in ((-1.0, "onnx"), (1.0, "onnx-int8")):
+        out = tmp_path / chosen
+        out.mkdir()
+        record = export(hf, tokenizer, out, "auto", score, budget)
+        assert record["runtime"] == chosen == record["runtime_check"]["chosen"]
+        assert sorted(p.name for p in out.glob("*.onnx")) == [kept[chosen]]
+        assert OnnxModel(out, record, config=hf.config)(**tokenizer(["a b"], return_tensors="pt")).logits.shape[:2] == (1, 4)
+    # without a dev split to check int8 against, auto exports fp32
+    out = tmp_path / "no-dev"
+    out.mkdir()
+    assert export(hf, tokenizer, out, "auto", None)["runtime"] == "onnx"
+
+
 def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path):
-    """The library run's model was exported by the train step (runtime onnx, the default); its
-    ONNX Runtime tags equal torch's on the test slice; an int8 export runs and records itself."""
+    """An fp32 ONNX export tags the test slice exactly as torch does; an int8 export runs and
+    records itself; a missing runtime file is one clear error."""
     pytest.importorskip("onnxruntime")
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -56,35 +101,40 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
 
     model = library_run["model"]
     info = json.loads((model / "nerflow.json").read_text())
-    assert info["runtime"] == "onnx" and info["runtime_file"] == "model.onnx" and (model / "model.onnx").is_file()
     assert info["decoding"] == "viterbi"
+    hf = AutoModelForTokenClassification.from_pretrained(str(model)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    out = tmp_path / "fp32"
+    shutil.copytree(model, out, ignore=shutil.ignore_patterns("*.onnx"))
+    record = export(hf, tokenizer, out, "onnx")
+    assert record["runtime"] == "onnx" and (out / "model.onnx").is_file() and not (out / "model.int8.onnx").exists()
+    (out / "nerflow.json").write_text(json.dumps({**info, **record}))
     tokens = load_dataset_dir(library_run["dataset"])["test"]["tokens"]
-    served = WordTagger(model)
+    served = WordTagger(out)
     assert isinstance(served.model, OnnxModel)
-    torch_tagger = WordTagger(model, runtime="torch")
+    torch_tagger = WordTagger(out, runtime="torch")
     assert not isinstance(torch_tagger.model, OnnxModel)
     a, b = served.predict(tokens, distributions=True), torch_tagger.predict(tokens, distributions=True)
     assert a[0] == b[0]
     diff = max(abs(x - y) for ra, rb in zip(a[2], b[2]) for da, db in zip(ra, rb) if da is not None for x, y in zip(da, db))
     assert diff < 1e-4
     # int8: a smaller file, the same interface; tags mostly as fp32's (weights rounded to 8 bits)
-    out = tmp_path / "int8"
-    shutil.copytree(model, out, ignore=shutil.ignore_patterns("model.onnx"))
-    hf = AutoModelForTokenClassification.from_pretrained(str(model)).eval()
-    record = export(hf, AutoTokenizer.from_pretrained(str(model)), out, "onnx-int8")
-    assert record["runtime"] == "onnx-int8" and (out / "model.int8.onnx").is_file() and not (out / "model.onnx").exists()
+    out8 = tmp_path / "int8"
+    shutil.copytree(model, out8, ignore=shutil.ignore_patterns("*.onnx"))
+    record = export(hf, tokenizer, out8, "onnx-int8")
+    assert record["runtime"] == "onnx-int8" and (out8 / "model.int8.onnx").is_file() and not (out8 / "model.onnx").exists()
     # (the tiny model is mostly its fp32 embedding matrix; e5: 113 MB -> 29 MB)
-    assert (out / "model.int8.onnx").stat().st_size < 0.8 * (model / "model.onnx").stat().st_size
-    (out / "nerflow.json").write_text(json.dumps({**info, **record}))
-    int8 = WordTagger(out).predict(tokens)[0]
+    assert (out8 / "model.int8.onnx").stat().st_size < 0.8 * (out / "model.onnx").stat().st_size
+    (out8 / "nerflow.json").write_text(json.dumps({**info, **record}))
+    int8 = WordTagger(out8).predict(tokens)[0]
     agree = sum(x == y for r, s in zip(int8, a[0]) for x, y in zip(r, s)) / sum(len(r) for r in int8)
     assert agree > 0.9
     # nerflow.json naming a runtime whose file is gone: one clear error
-    (out / "model.int8.onnx").unlink()
+    (out8 / "model.int8.onnx").unlink()
     from nerflow import NerflowError
 
     with pytest.raises(NerflowError, match="runtime onnx-int8 but model.int8.onnx is missing"):
-        WordTagger(out)
+        WordTagger(out8)
 
 
 def test_argmax_decoding_is_kept_for_models_that_record_it(library_run, tmp_path):
@@ -110,7 +160,10 @@ def test_the_registry_records_the_runtime_a_model_was_packaged_for(library_run, 
     params = {"model_name": "runtime-test", "bentoml_home": str(tmp_path / "home")}
     record = register(params, library_run["model"], library_run["metrics"], tmp_path / "registered.json")
     registry = registry_for(params)
-    assert registry.info(record["model_tag"])["metadata"]["runtime"] == "onnx"
+    runtime = json.loads((library_run["model"] / "nerflow.json").read_text())["runtime"]
+    assert runtime in ("onnx", "onnx-int8")
+    assert registry.info(record["model_tag"])["metadata"]["runtime"] == runtime
     stored = registry.model_dir(record["model_tag"])
-    assert (stored / "model.onnx").is_file()  # the stored model carries the file the service runs
-    assert json.loads((library_run["metrics"]).read_text())["runtime"] == "onnx"
+    # the stored model carries the file the service runs
+    assert (stored / {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}[runtime]).is_file()
+    assert json.loads((library_run["metrics"]).read_text())["runtime"] == runtime

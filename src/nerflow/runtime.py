@@ -4,7 +4,10 @@
 - ``torch``: the model as trained (transformers, bf16 autocast where the hardware has it);
 - ``onnx``: exported to ONNX (``model.onnx``), run by ONNX Runtime in fp32;
 - ``onnx-int8``: that export with dynamically quantized int8 weights (``model.int8.onnx``;
-  activations quantized per batch at run time), run by ONNX Runtime: the fastest on CPUs.
+  activations quantized per batch at run time), run by ONNX Runtime: the fastest on CPUs;
+- ``auto`` (the default): both exports are scored on the dev split the same way, and int8 is
+  kept only when its dev score is at most ``train.int8_max_drop`` below fp32's (rounding to 8
+  bits costs some models nothing and others over half a point; see ``export``).
 
 The train step exports the model it saves (``export``); its ``nerflow.json`` records the
 runtime and the file, so evaluate scores the model exactly as the service will run it, and the
@@ -27,9 +30,14 @@ FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def export(model, tokenizer, out_dir: str | Path, runtime: str) -> dict[str, Any]:
+def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, max_drop: float = 0.003) -> dict[str, Any]:
     """Write ``model`` (a transformers model in eval mode, on CPU) as ``FILES[runtime]`` into
-    ``out_dir``; nothing for torch. What nerflow.json records of it."""
+    ``out_dir``; nothing for torch. What nerflow.json records of it.
+
+    ``auto``: both exports are written and ``dev_score`` (a model called like a transformers
+    model -> its dev score) scores each; int8 stays when it is at most ``max_drop`` below fp32,
+    else fp32 does (without ``dev_score``: fp32, nothing to check int8 against). The file not
+    chosen is removed; ``runtime_check`` records both scores."""
     import torch
 
     if runtime == "torch":
@@ -63,27 +71,35 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str) -> dict[str, Any
         torch.onnx.export(Logits(model.float()), args, str(fp32), input_names=list(names), output_names=["logits"],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
     model.train(was_training)
-    if runtime == "onnx-int8":
+    record: dict[str, Any] = {}
+    if runtime == "auto" and dev_score is None:
+        runtime = "onnx"
+    if runtime in ("onnx-int8", "auto"):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(str(fp32), str(out_dir / FILES["onnx-int8"]), weight_type=QuantType.QInt8, per_channel=True)
-        fp32.unlink()
+    if runtime == "auto":
+        scores = {name: dev_score(OnnxModel(out_dir, {"runtime": name}, config=model.config)) for name in ("onnx", "onnx-int8")}
+        runtime = "onnx-int8" if scores["onnx-int8"] >= scores["onnx"] - max_drop else "onnx"
+        record["runtime_check"] = {"dev_f1": {k: round(v, 5) for k, v in scores.items()}, "max_drop": max_drop,
+                                   "chosen": runtime}
+    (out_dir / FILES["onnx-int8" if runtime == "onnx" else "onnx"]).unlink(missing_ok=True)
     return {"runtime": runtime, "runtime_file": FILES[runtime], "runtime_inputs": list(names),
-            "export_seconds": round(time.perf_counter() - started, 1)}
+            "export_seconds": round(time.perf_counter() - started, 1), **record}
 
 
 class OnnxModel:
     """An ONNX Runtime session called like a transformers model: ``model(**batch).logits``
     (torch tensors in and out), with the model's ``config``."""
 
-    def __init__(self, model_dir: Path, info: dict[str, Any], threads: int | None = None):
+    def __init__(self, model_dir: Path, info: dict[str, Any], threads: int | None = None, config=None):
         import onnxruntime as ort
         from transformers import AutoConfig
 
         path = model_dir / info.get("runtime_file", FILES[info["runtime"]])
         if not path.is_file():
             raise NerflowError(f"{model_dir}: its nerflow.json says runtime {info['runtime']} but {path.name} is missing")
-        self.config = AutoConfig.from_pretrained(str(model_dir))
+        self.config = config if config is not None else AutoConfig.from_pretrained(str(model_dir))
         options = ort.SessionOptions()
         import torch
 
