@@ -5,7 +5,7 @@
 - ``onnx``: exported to ONNX (``model.onnx``), run by ONNX Runtime in fp32;
 - ``onnx-int8``: that export with dynamically quantized int8 weights (``model.int8.onnx``;
   activations quantized per batch at run time), run by ONNX Runtime: the fastest on CPUs;
-- ``auto`` (the default): both exports are scored on the dev split the same way, and int8 is
+- ``auto``: both exports are scored on the dev split the same way, and int8 is
   kept only when its dev score is at most ``train.int8_max_drop`` below fp32's (rounding to 8
   bits costs some models nothing and others over half a point; see ``export``).
 
