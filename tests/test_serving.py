@@ -135,6 +135,11 @@ def test_health_readiness_metrics_and_openapi(server):
     metrics = requests.get(f"{server['url']}/metrics", timeout=10).text
     assert 'bentoml_service_request_total{' in metrics and 'endpoint="/extract"' in metrics
     assert "bentoml_service_adaptive_batch_size_bucket" in metrics
+    # every worker predicted once before it reported ready: a new worker's first requests do not
+    # wait for lazy imports (seqeval -> scikit-learn: a worker's first requests waited 8.8 s)
+    log = server["log"].read_text()
+    assert log.count("NERService worker warmed up in") == log.count("Service NERService initialized") >= 1
+    assert log.index("worker warmed up") < log.index("Service NERService initialized")
     spec = requests.get(f"{server['url']}/docs.json", timeout=10).json()
     assert {"/extract", "/tag_tokens", "/model_info"} <= set(spec["paths"])
 
