@@ -168,3 +168,17 @@ def test_the_registry_records_the_runtime_a_model_was_packaged_for(library_run, 
     # the stored model carries the file the service runs
     assert (stored / {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}[runtime]).is_file()
     assert json.loads((library_run["metrics"]).read_text())["runtime"] == runtime
+
+
+def test_train_layers_keeps_the_bottom_layers_and_refuses_more_than_the_encoder_has(library_run, tmp_path):
+    from transformers import AutoConfig
+
+    from nerflow import NerflowError
+    from nerflow.train import train
+
+    p = dict(library_run["params"]["train"], layers=1, max_steps=2, eval_each_epoch=False, runtime="torch")
+    train(p, library_run["features"], tmp_path / "one")
+    assert AutoConfig.from_pretrained(str(tmp_path / "one")).num_hidden_layers == 1  # the tiny encoder has 2
+    with pytest.raises(NerflowError, match=r"train.layers: 3, but the encoder .* has 2 layers"):
+        train(dict(p, layers=3), library_run["features"], tmp_path / "three")
+    assert not (tmp_path / "three").exists()
