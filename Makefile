@@ -36,7 +36,7 @@ run: install
 	nerflow summary
 
 test: install browser docker image bento-base
-	pytest -q --durations=25 tests
+	pytest -q -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 ## Headless Chromium for the page test (Debian's chromium + chromium-driver); without root
 ## or apt the page test is skipped, saying why.

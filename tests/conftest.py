@@ -16,10 +16,27 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Run by pytest-xdist (`make test`: one worker per core): the workers share the cores, so each
+# worker's processes get its share of threads instead of all of them fighting over every core.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SLICE = {"train": 240, "validation": 60, "test": 60}
+
+
+# The longest files first (their durations in CI, longest first): with `make test`'s workers
+# (pytest-xdist, --dist loadfile) they start at once and the short files fill in around them;
+# in pytest's order the longest would start last and one worker would finish alone.
+LONGEST_FIRST = ("test_dvc_kfp.py", "test_text_classification.py", "test_containers.py", "test_multilingual.py",
+                 "test_serving.py", "test_end_to_end.py", "test_gate_registry.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its order
 
 
 def _outputs_in_repo() -> set[Path]:

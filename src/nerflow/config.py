@@ -399,7 +399,7 @@ class TrainParams(Section):
         "how the trained model's tags are read (evaluate, predict, the service; recorded with the model): "
         "viterbi: the most probable IOB2-valid sequence (no I-X after O or another type); argmax: each word's "
         "most probable tag"))
-    runtime: Literal["auto", "onnx", "onnx-int8", "torch"] = Field("onnx", description=(
+    runtime: Literal["auto", "onnx", "onnx-int8", "torch"] = Field("auto", description=(
         "the inference runtime the trained model is exported for: evaluate scores it, the registry records it "
         "and the service runs it (onnx: ONNX Runtime, fp32, the same F1 as torch; onnx-int8: int8 weights, "
         "about 1.5x faster on CPUs, F1 -0.07 to -0.6 points on CoNLL-2003 depending on the model; auto: both "
