@@ -84,6 +84,15 @@ def test_auto_runtime_keeps_int8_only_within_its_dev_budget(library_run, strong_
         assert sorted(p.name for p in out.glob("*.onnx")) == [kept[chosen]]
         logits = OnnxModel(out, record, config=hf.config)(**tokenizer(["a b"], return_tensors="pt")).logits
         assert logits.shape[0] == 1 and logits.shape[2] == len(info["labels"])
+    # the saved model's dev F1 already known from training: only int8 is scored, the choice the same
+    calls = []
+    out = tmp_path / "known"
+    out.mkdir()
+    record = export(hf, tokenizer, out, "auto", lambda m: calls.append(m) or score(m), 0.003,
+                    info["train"]["best_dev_f1"])
+    assert len(calls) == 1 and calls[0].path.name == "model.int8.onnx"
+    assert record["runtime_check"]["dev_f1"] == {"onnx": round(info["train"]["best_dev_f1"], 5), "onnx-int8": int8}
+    assert record["runtime"] == check["chosen"]
     # without a dev split to check int8 against, auto exports fp32
     out = tmp_path / "no-dev"
     out.mkdir()

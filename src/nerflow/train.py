@@ -322,7 +322,9 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
             # the saved model, for the runtime it is evaluated and served with (nerflow.runtime)
             saved = task.model_class().from_pretrained(str(tmp)).eval()
             scorer = _dev_scorer(task, info, features, tokenizer, params.batch_size * 2) if params.runtime == "auto" else None
-            model_info.update(runtime_export(saved, tokenizer, tmp, params.runtime, scorer, params.int8_max_drop))
+            # with keep_best the saved model is the best checkpoint: its dev F1 is the Trainer's best metric
+            known = trainer.state.best_metric if params.keep_best and params.eval_each_epoch else None
+            model_info.update(runtime_export(saved, tokenizer, tmp, params.runtime, scorer, params.int8_max_drop, known))
             del saved
             write_json(tmp / MODEL_INFO, model_info)
             write_json(tmp / "train_log.json", {"summary": summary, "log_history": history})
