@@ -7,7 +7,7 @@ Both trainings run in this process tree on the same data, model and epochs:
   (b) nerflow: `nerflow.train.train` with the params.yaml defaults (only epochs set here).
 Both models are scored by the same word-level seqeval evaluation on the test split.
 
-    .venv/bin/python bench/benchmark.py [--epochs 1] [--train-sentences N] [--out bench/results.json]
+    .venv/bin/python bench/benchmark.py [--epochs 1] [--train-sentences N] [--variant layers=6] [--out bench/results.json]
 
 Prints and writes train sentences/s, test F1 and their ratios, and inference sentences/s.
 Timings belong here, not in the tests.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -92,9 +93,13 @@ def main(argv=None) -> int:
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--train-sentences", type=int, default=None, help="use only the first N train sentences")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]", help=(
+        "also train nerflow with these train.* params changed (e.g. layers=6), side by side in this run; "
+        "repeatable"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args(argv)
 
+    from nerflow import NerflowError
     from nerflow.data import prepare_data
     from nerflow.evaluate import evaluate
     from nerflow.hub import model_path as model_path_of
@@ -104,6 +109,21 @@ def main(argv=None) -> int:
 
     params = load_params(args.params)
     configure(params)
+    variants = []  # checked before anything runs: a misspelled key stops here, not after the reference
+    for spec in args.variant:
+        import yaml
+
+        from nerflow.config import TrainParams, section
+
+        try:
+            changed = {k.strip(): yaml.safe_load(v) for k, v in (item.split("=", 1) for item in spec.split(","))}
+        except ValueError:
+            parser.error(f"--variant {spec!r}: expected KEY=VALUE[,KEY=VALUE]")
+        try:
+            variants.append((changed, section(TrainParams, {**params.train.to_dict(), **changed,
+                                                             "epochs": args.epochs, "progress": False})))
+        except NerflowError as exc:
+            parser.error(f"--variant {spec!r}: {exc}")
     work = Path(tempfile.mkdtemp(prefix="nerflow-bench-"))
     manifest = prepare_data(params.data, work / "dataset")
     if args.train_sentences:
@@ -138,6 +158,20 @@ def main(argv=None) -> int:
                           "train_sentences_per_second": ours["train_sentences_per_second"], "test_f1": our_eval["f1"],
                           "precision": ours["precision"], "device": ours["device"]}
     print(f"  {ours['train_sentences_per_second']:.1f} sentences/s, test F1 {our_eval['f1']:.4f}", flush=True)
+
+    results["variants"] = []
+    for changed, variant in variants:
+        print(f"nerflow train step with {changed} ...", flush=True)
+        run = train(variant, work / "features", work / "variant")
+        run_eval = evaluate(params.evaluate, work / "variant", dataset_dir, work / "v-metrics.json", work / "v-pred.jsonl")
+        results["variants"].append({
+            "train": changed, "train_seconds": run["train_seconds"],
+            "train_sentences_per_second": run["train_sentences_per_second"], "test_f1": run_eval["f1"],
+            "train_throughput_ratio": run["train_sentences_per_second"] / ref["train_sentences_per_second"],
+            "evaluate_sentences_per_second": run_eval["sentences_per_second"], "runtime": run_eval.get("runtime", "torch")})
+        print(f"  {run['train_sentences_per_second']:.1f} sentences/s "
+              f"({results['variants'][-1]['train_throughput_ratio']:.2f}x the recipe), test F1 {run_eval['f1']:.4f}", flush=True)
+        shutil.rmtree(work / "variant")
 
     print("inference ...", flush=True)
     from nerflow.data import load_dataset_dir

@@ -191,3 +191,48 @@ def test_train_layers_keeps_the_bottom_layers_and_refuses_more_than_the_encoder_
     with pytest.raises(NerflowError, match=r"train.layers: 3, but the encoder .* has 2 layers"):
         train(dict(p, layers=3), library_run["features"], tmp_path / "three")
     assert not (tmp_path / "three").exists()
+
+
+def test_train_attention_dropout_sets_the_encoders_own_key_and_refuses_an_encoder_without_one(library_run, tmp_path):
+    """train.attention_dropout (default 0: PyTorch's fused attention kernel trains; with dropout it
+    falls back to the unfused one) lands in the encoder's own config key; null keeps the encoder's."""
+    from transformers import AutoConfig, GPT2Config
+
+    from nerflow import NerflowError
+    from nerflow.train import _attention_dropout, train
+
+    p = dict(library_run["params"]["train"], max_steps=1, eval_each_epoch=False, runtime="torch")
+    assert p["attention_dropout"] == 0.0  # the default
+    train(p, library_run["features"], tmp_path / "zero")
+    assert AutoConfig.from_pretrained(str(tmp_path / "zero")).attention_probs_dropout_prob == 0.0
+    train(dict(p, attention_dropout=None), library_run["features"], tmp_path / "own")
+    assert AutoConfig.from_pretrained(str(tmp_path / "own")).attention_probs_dropout_prob == 0.1  # BertConfig's
+    GPT2Config(n_layer=1).save_pretrained(str(tmp_path / "gpt2"))  # calls it attn_pdrop
+    assert _attention_dropout(tmp_path / "gpt2", None) == {}
+    with pytest.raises(NerflowError, match=r"train.attention_dropout: 0.0, but the encoder .*gpt2 \(gpt2\) names its "
+                                           r"attention dropout none of attention_probs_dropout_prob, attention_dropout"):
+        _attention_dropout(tmp_path / "gpt2", 0.0)
+
+
+def test_train_freeze_layers_keeps_the_embeddings_and_bottom_layers_as_loaded(library_run, tiny_model, tmp_path):
+    """train.freeze_layers N: the embeddings and the encoder's bottom N layers come out as they
+    went in (no backward through them); the layers above train; every layer is kept."""
+    import torch
+    from transformers import AutoModel
+
+    from nerflow import NerflowError
+    from nerflow.train import train
+
+    p = dict(library_run["params"]["train"], max_steps=3, eval_each_epoch=False, runtime="torch", freeze_layers=1)
+    train(p, library_run["features"], tmp_path / "frozen")
+    before = AutoModel.from_pretrained(str(tiny_model)).state_dict()
+    after = AutoModel.from_pretrained(str(tmp_path / "frozen")).state_dict()
+    assert len(AutoModel.from_pretrained(str(tmp_path / "frozen")).encoder.layer) == 2
+    for name in ("embeddings.position_embeddings.weight", "embeddings.LayerNorm.weight",
+                 "encoder.layer.0.attention.self.query.weight", "encoder.layer.0.output.dense.weight"):
+        assert torch.equal(before[name], after[name]), name
+    for name in ("encoder.layer.1.attention.self.query.weight", "encoder.layer.1.output.dense.weight"):
+        assert not torch.allclose(before[name], after[name]), name
+    with pytest.raises(NerflowError, match=r"train.freeze_layers: 2, but the encoder has 2 layers \(at least one must train\)"):
+        train(dict(p, freeze_layers=2), library_run["features"], tmp_path / "all")
+    assert not (tmp_path / "all").exists()

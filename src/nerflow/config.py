@@ -394,6 +394,13 @@ class TrainParams(Section):
         "keep only the encoder's bottom N transformer layers (fewer FLOPs: training and serving cost about "
         "N/L of the whole encoder's; null: every layer)"))
     freeze_embeddings: bool = Field(False, description="keep the (large) embedding matrix fixed")
+    freeze_layers: int = Field(0, ge=0, description=(
+        "keep the embeddings and the encoder's bottom N layers fixed: no backward pass through them (fewer "
+        "FLOPs to train; the served model keeps every layer)"))
+    attention_dropout: float | None = Field(0.0, ge=0, lt=1, description=(
+        "dropout on the attention probabilities while training (null: the encoder's own, 0.1 for BERT-likes). "
+        "0 lets PyTorch's fused attention kernel run in training: on CPU it trained 1.2-1.3x faster per "
+        "sentence at the same F1; the other dropouts stay as the encoder has them"))
     torch_compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
     decoding: Literal["viterbi", "argmax"] = Field("viterbi", description=(
         "how the trained model's tags are read (evaluate, predict, the service; recorded with the model): "

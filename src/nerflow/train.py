@@ -200,6 +200,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     model, loading = task.model_class().from_pretrained(
         str(model_path),
         **_layers(model_path, params.layers),
+        **_attention_dropout(model_path, params.attention_dropout),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
@@ -210,6 +211,8 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     if params.freeze_embeddings:
         for param in model.get_input_embeddings().parameters():
             param.requires_grad = False
+    if params.freeze_layers:
+        _freeze_bottom(model, params.freeze_layers)
     device, precision = resolve_precision(params.precision)
     eval_each_epoch = params.eval_each_epoch and "validation" in features
     patience = params.early_stopping_patience
@@ -390,6 +393,47 @@ def _dev_scorer(task, info: dict[str, Any], features, tokenizer, batch_size: int
         return float(compute(SimpleNamespace(predictions=p, label_ids=g))["f1"])
 
     return score
+
+
+def _freeze_bottom(model, layers: int) -> None:
+    """Fix the embeddings and the encoder's bottom ``layers`` layers (requires_grad off): autograd
+    then runs no backward pass through them."""
+    import torch
+
+    base = model.base_model
+    total = getattr(model.config, "num_hidden_layers", None)
+    stacks = [m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == total]
+    embeddings = getattr(base, "embeddings", None)
+    if not stacks or embeddings is None:
+        raise NerflowError(f"train.freeze_layers: {layers}, but {type(base).__name__} has no embeddings and "
+                           f"layer list nerflow can find: set train.freeze_layers to 0")
+    if layers >= total:
+        raise NerflowError(f"train.freeze_layers: {layers}, but the encoder has {total} layers (at least one must train)")
+    for module in (embeddings, *stacks[0][:layers]):
+        for param in module.parameters():
+            param.requires_grad = False
+
+
+# what encoders call the dropout on their attention probabilities (BERT, RoBERTa, XLM-R, ELECTRA,
+# DeBERTa; DistilBERT and most newer ones)
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+def _attention_dropout(model_path: Path, value: float | None) -> dict[str, float]:
+    """from_pretrained's config override that sets the attention-probability dropout to ``value``
+    (None: the encoder's own). At 0 PyTorch's scaled_dot_product_attention runs its fused kernel in
+    training too; with dropout it falls back to the unfused one (on CPU about a fifth of a step)."""
+    if value is None:
+        return {}
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_path))
+    for key in ATTENTION_DROPOUT_KEYS:
+        if hasattr(config, key):
+            return {key: value}
+    raise NerflowError(
+        f"train.attention_dropout: {value}, but the encoder {model_path} ({config.model_type}) names its attention "
+        f"dropout none of {', '.join(ATTENTION_DROPOUT_KEYS)}: set train.attention_dropout to null")
 
 
 def _layers(model_path: Path, layers: int | None) -> dict[str, int]:
