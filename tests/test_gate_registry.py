@@ -247,3 +247,16 @@ def test_a_failed_bento_build_leaves_the_old_champion(library_run, tmp_path, mon
     with pytest.raises(RuntimeError):
         package.promote(registry, new, {"build_bento": True}, None, reason="gate")
     assert registry.production() == old
+
+
+def test_the_gate_rescores_a_champion_in_the_windows_evaluate_read_it(strong_model):
+    """A champion trained with document context is re-scored with its sentences' documents, as
+    the evaluate step read them (a bug: the gate read them a sentence at a time, so a model scored
+    differently as champion than as challenger and a re-run of the same model could pass)."""
+    from nerflow.tasks import task_of
+
+    task = task_of(strong_model["model"])
+    inputs, gold, pred, _ = task.read_predictions(strong_model["predictions"])
+    assert inputs.documents is not None and len(set(inputs.documents)) > 1  # the slice keeps -DOCSTART-
+    assert len(inputs.documents) == len(inputs.tokens) == len(pred)
+    assert task.predict_labels(strong_model["model"], inputs) == pred

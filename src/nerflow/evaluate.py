@@ -111,8 +111,11 @@ def evaluate_tokens(params, model_dir, dataset_dir, metrics_out, predictions_out
     metrics["error_kinds"] = kinds["counts"]
 
     with atomic_file(predictions_out) as fh:
-        for t, g, p in zip(main["tokens"], main["gold"], main["pred"]):
-            fh.write(json.dumps({"tokens": t, "gold": g, "pred": p}, ensure_ascii=False) + "\n")
+        # each sentence's document (source, id) where the corpus has them: the gate re-scores the
+        # champion reading the same windows the challenger was read in
+        for k, (t, g, p) in enumerate(zip(main["tokens"], main["gold"], main["pred"])):
+            record = {"tokens": t, "gold": g, "pred": p, **({"document": list(documents[k])} if documents else {})}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     if report_dir is not None:
         write_report(report_dir, main, kinds, metrics, tagger, level, params.top_loss_sentences)
     write_json(metrics_out, metrics)

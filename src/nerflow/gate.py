@@ -179,6 +179,15 @@ def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]
     return [r["tokens"] for r in rows], [r["gold"] for r in rows], [r["pred"] for r in rows]
 
 
+def read_documents(path: str | Path) -> list[tuple] | None:
+    """Each sentence's (source, document) from predictions.jsonl, None when it records none
+    (a corpus without documents, or a file from before they were recorded)."""
+    rows = read_records(path, ("tokens",))
+    if not rows or "document" not in rows[0]:
+        return None
+    return [tuple(r["document"]) for r in rows]
+
+
 def gate(
     params: GateParams | dict[str, Any],
     predictions_path: str | Path,

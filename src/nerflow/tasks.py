@@ -16,7 +16,7 @@ workflow, DVC stages and KFP components included.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from nerflow import NerflowError
 
@@ -93,6 +93,14 @@ class Task:
         raise NotImplementedError
 
 
+class SentenceInputs(NamedTuple):
+    """What the gate re-scores a token-classification champion on: the test sentences and, where
+    the corpus has them, each one's (source, document)."""
+
+    tokens: list[list[str]]
+    documents: list[tuple] | None
+
+
 class TokenClassification(Task):
     name, auto_model, unit = TOKEN, "AutoModelForTokenClassification", "sentence"
 
@@ -142,12 +150,15 @@ class TokenClassification(Task):
         return WordTagger(model_dir, **kwargs)
 
     def read_predictions(self, path):
-        from nerflow.gate import read_predictions
+        from nerflow.gate import read_documents, read_predictions
 
-        return (*read_predictions(path), None)
+        tokens, gold, pred = read_predictions(path)
+        return SentenceInputs(tokens, read_documents(path)), gold, pred, None
 
     def predict_labels(self, model_dir, inputs):
-        return self.predictor(model_dir).predict(inputs)[0]
+        # with the documents the evaluate step read them in: a champion trained with document
+        # context is scored on the same windows as the challenger, not a sentence at a time
+        return self.predictor(model_dir).predict(inputs.tokens, documents=inputs.documents)[0]
 
     def gate_score(self, gold, pred, metric, scheme, labels=None):
         from nerflow.metrics import score
