@@ -400,7 +400,8 @@ class TrainParams(Section):
     attention_dropout: float | None = Field(0.0, ge=0, lt=1, description=(
         "dropout on the attention probabilities while training (null: the encoder's own, 0.1 for BERT-likes). "
         "0 lets PyTorch's fused attention kernel run in training: on CPU it trained 1.2-1.3x faster per "
-        "sentence at the same F1; the other dropouts stay as the encoder has them"))
+        "sentence, test F1 within one seed's noise (CoNLL-2003: -0.36 points with 12 layers, +0.30 with 6); "
+        "the other dropouts stay as the encoder has them"))
     torch_compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
     decoding: Literal["viterbi", "argmax"] = Field("viterbi", description=(
         "how the trained model's tags are read (evaluate, predict, the service; recorded with the model): "
