@@ -173,19 +173,13 @@ def decide(
     return decision
 
 
-def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
-    """tokens, gold and predicted tags from the evaluate step's predictions.jsonl."""
+def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]], list[list[str]], list[tuple] | None]:
+    """tokens, gold and predicted tags from the evaluate step's predictions.jsonl, and each
+    sentence's (source, document), None when the file records none (a corpus without documents,
+    or a file from before they were recorded)."""
     rows = read_records(path, ("tokens", "gold", "pred"))
-    return [r["tokens"] for r in rows], [r["gold"] for r in rows], [r["pred"] for r in rows]
-
-
-def read_documents(path: str | Path) -> list[tuple] | None:
-    """Each sentence's (source, document) from predictions.jsonl, None when it records none
-    (a corpus without documents, or a file from before they were recorded)."""
-    rows = read_records(path, ("tokens",))
-    if not rows or "document" not in rows[0]:
-        return None
-    return [tuple(r["document"]) for r in rows]
+    documents = [tuple(r["document"]) for r in rows] if rows and "document" in rows[0] else None
+    return [r["tokens"] for r in rows], [r["gold"] for r in rows], [r["pred"] for r in rows], documents
 
 
 def gate(

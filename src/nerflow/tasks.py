@@ -150,10 +150,10 @@ class TokenClassification(Task):
         return WordTagger(model_dir, **kwargs)
 
     def read_predictions(self, path):
-        from nerflow.gate import read_documents, read_predictions
+        from nerflow.gate import read_predictions
 
-        tokens, gold, pred = read_predictions(path)
-        return SentenceInputs(tokens, read_documents(path)), gold, pred, None
+        tokens, gold, pred, documents = read_predictions(path)
+        return SentenceInputs(tokens, documents), gold, pred, None
 
     def predict_labels(self, model_dir, inputs):
         # with the documents the evaluate step read them in: a champion trained with document
