@@ -84,7 +84,8 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
         # 7-bit weights (reduce_range), as ONNX Runtime advises for x86 CPUs without VNNI (AVX2 only):
         # their u8 x s8 kernel adds pairs of products in 16 bits, which full-range weights can
         # saturate. Measured on the main job's model (AVX2): test F1 -0.34 points against fp32 with
-        # 8-bit weights, -0.17 with 7-bit (the service's fidelity bound is 0.3); VNNI CPUs lose nothing.
+        # 8-bit weights, -0.17 with 7-bit (the service's fidelity bound is 0.3). On a VNNI CPU the
+        # 7 bits only give up one bit of weight precision (not measured here: no such CPU).
         quantize_dynamic(str(fp32), str(out_dir / FILES["onnx-int8"]), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=True)
     if runtime == "auto":
