@@ -7,8 +7,8 @@
   weights per channel, activations quantized per batch at run time), run by ONNX Runtime: the
   fastest on CPUs;
 - ``auto``: both exports are scored on the dev split the same way, and int8 is
-  kept only when its dev score is at most ``train.int8_max_drop`` below fp32's (rounding to 8
-  bits costs some models nothing and others over half a point; see ``export``).
+  kept only when its dev score is at most ``train.int8_max_drop`` below fp32's (rounding to int8
+  costs some models nothing and others over half a point; see ``export``).
 
 The train step exports the model it saves (``export``); its ``nerflow.json`` records the
 runtime and the file, so evaluate scores the model exactly as the service will run it, and the
