@@ -128,7 +128,7 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     assert a[0] == b[0]
     diff = max(abs(x - y) for ra, rb in zip(a[2], b[2]) for da, db in zip(ra, rb) if da is not None for x, y in zip(da, db))
     assert diff < 1e-4
-    # int8: a smaller file, the same interface; tags mostly as fp32's (weights rounded to 8 bits)
+    # int8: a smaller file, the same interface; tags mostly as fp32's (weights rounded to 7 bits)
     out8 = tmp_path / "int8"
     shutil.copytree(model, out8, ignore=shutil.ignore_patterns("*.onnx"))
     record = export(hf, tokenizer, out8, "onnx-int8")
@@ -144,6 +144,15 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     weights = [numpy_helper.to_array(t) for t in graph.initializer
                if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("_quantized")]
     assert len(weights) >= 4 and max(int(abs(w.astype(int)).max()) for w in weights) <= 64
+    # the feed-forward output projections (weight [intermediate, hidden]) stay fp32 MatMuls, found by
+    # shape: one per layer; every other weight MatMul is quantized
+    from nerflow.runtime import feed_forward_outputs
+
+    kept = feed_forward_outputs(out / "model.onnx", hf.config)
+    assert len(kept) == hf.config.num_hidden_layers == 2 and all("/output/dense/" in k and "attention" not in k for k in kept)
+    plain = {n.name for n in graph.node if n.op_type == "MatMul" and any(i in {t.name for t in graph.initializer} for i in n.input)}
+    assert plain == set(kept)
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 5 * 2 + 1  # q, k, v, attention out, ffn in; classifier
     (out8 / "nerflow.json").write_text(json.dumps({**info, **record}))
     int8 = WordTagger(out8).predict(tokens)[0]
     agree = sum(x == y for r, s in zip(int8, a[0]) for x, y in zip(r, s)) / sum(len(r) for r in int8)
@@ -188,18 +197,26 @@ def test_the_registry_records_the_runtime_a_model_was_packaged_for(library_run, 
     assert json.loads((library_run["metrics"]).read_text())["runtime"] == runtime
 
 
-def test_train_layers_keeps_the_bottom_layers_and_refuses_more_than_the_encoder_has(library_run, tmp_path):
-    from transformers import AutoConfig
+def test_train_layers_keeps_the_bottom_layers_and_all_of_a_shallower_encoder(library_run, tmp_path, capsys):
+    """train.layers N keeps at most the bottom N layers: the default 6 cuts the default 12-layer
+    encoder in half and leaves a shallower one (the tiny test encoder's 2 layers) whole, saying so."""
+    from transformers import AutoConfig, GPT2Config
 
-    from nerflow import NerflowError
-    from nerflow.train import train
+    from nerflow.config import TrainParams
+    from nerflow.train import _layers, train
 
+    assert TrainParams().layers == 6
     p = dict(library_run["params"]["train"], layers=1, max_steps=2, eval_each_epoch=False, runtime="torch")
     train(p, library_run["features"], tmp_path / "one")
     assert AutoConfig.from_pretrained(str(tmp_path / "one")).num_hidden_layers == 1  # the tiny encoder has 2
-    with pytest.raises(NerflowError, match=r"train.layers: 3, but the encoder .* has 2 layers"):
-        train(dict(p, layers=3), library_run["features"], tmp_path / "three")
-    assert not (tmp_path / "three").exists()
+    capsys.readouterr()
+    train(dict(p, layers=3), library_run["features"], tmp_path / "three")
+    assert AutoConfig.from_pretrained(str(tmp_path / "three")).num_hidden_layers == 2
+    assert "train.layers 3, but the encoder" in capsys.readouterr().err
+    assert _layers(tmp_path / "three", 2) == {} and _layers(tmp_path / "three", None) == {}
+    GPT2Config(n_layer=4).save_pretrained(str(tmp_path / "gpt2"))  # n_layer, read as num_hidden_layers
+    assert _layers(tmp_path / "gpt2", 3) == {"num_hidden_layers": 3}
+
 
 
 def test_train_attention_dropout_sets_the_encoders_own_key_and_refuses_an_encoder_without_one(library_run, tmp_path):
