@@ -87,7 +87,7 @@ def run_one(run: str, epochs: float, work: Path) -> dict:
                       work / "ds", work / "features")
     times["preprocess"] = time.perf_counter() - started
     started = time.perf_counter()
-    summary = train({"model": str(MODEL), "epochs": epochs, "batch_size": 32, "progress": False},
+    summary = train({"model": str(MODEL), "epochs": epochs, "batch_size": 32, "layers": None, "progress": False},
                     work / "features", work / "model")
     times["train"] = time.perf_counter() - started
     started = time.perf_counter()

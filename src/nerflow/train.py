@@ -11,6 +11,7 @@ up the distributed environment.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -438,7 +439,8 @@ def _attention_dropout(model_path: Path, value: float | None) -> dict[str, float
 
 def _layers(model_path: Path, layers: int | None) -> dict[str, int]:
     """from_pretrained's config override that keeps the encoder's bottom ``layers`` layers (the
-    weights of the others are not loaded); {} for every layer."""
+    weights of the others are not loaded); {} for every layer (``layers`` null, or at least as many
+    as the encoder has)."""
     if layers is None:
         return {}
     from transformers import AutoConfig
@@ -446,8 +448,11 @@ def _layers(model_path: Path, layers: int | None) -> dict[str, int]:
     total = getattr(AutoConfig.from_pretrained(str(model_path)), "num_hidden_layers", None)
     if total is None:
         raise NerflowError(f"train.layers: {layers}, but the encoder {model_path} does not say how many layers it has")
-    if layers > total:
-        raise NerflowError(f"train.layers: {layers}, but the encoder {model_path} has {total} layers")
+    if layers >= total:
+        if layers > total:
+            print(f"nerflow train: train.layers {layers}, but the encoder {model_path} has {total} layers: every "
+                  "layer is kept", file=sys.stderr)
+        return {}
     return {"num_hidden_layers": layers}
 
 
