@@ -90,7 +90,7 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
         # outliers that one int8 scale per batch tensor rounds worst (dev/test F1 against fp32, 6-layer
         # model: -0.49/-0.19 points all int8, -0.19/-0.24 with these fp32; 12-layer: -0.11/-0.17 and
         # -0.07/+0.14), giving up about a third of int8's speed-up (6 layers, batches of 16, 1 thread:
-        # 178 texts/s against 199 all int8 and 144 fp32, side by side; 12 layers, a day apart: 67, 74, 51).
+        # 178 texts/s against 199 all int8 and 144 fp32, side by side; 12 layers, hours apart: 67, 74, 51).
         quantize_dynamic(str(fp32), str(out_dir / FILES["onnx-int8"]), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=True, nodes_to_exclude=feed_forward_outputs(fp32, model.config))
     if runtime == "auto":
