@@ -150,7 +150,8 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
 
     kept = feed_forward_outputs(out / "model.onnx", hf.config)
     assert len(kept) == hf.config.num_hidden_layers == 2 and all("/output/dense/" in k and "attention" not in k for k in kept)
-    plain = {n.name for n in graph.node if n.op_type == "MatMul" and any(i in {t.name for t in graph.initializer} for i in n.input)}
+    initializers = {t.name for t in graph.initializer}
+    plain = {n.name for n in graph.node if n.op_type == "MatMul" and any(i in initializers for i in n.input)}
     assert plain == set(kept)
     assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 5 * 2 + 1  # q, k, v, attention out, ffn in; classifier
     (out8 / "nerflow.json").write_text(json.dumps({**info, **record}))
@@ -216,7 +217,6 @@ def test_train_layers_keeps_the_bottom_layers_and_all_of_a_shallower_encoder(lib
     assert _layers(tmp_path / "three", 2) == {} and _layers(tmp_path / "three", None) == {}
     GPT2Config(n_layer=4).save_pretrained(str(tmp_path / "gpt2"))  # n_layer, read as num_hidden_layers
     assert _layers(tmp_path / "gpt2", 3) == {"num_hidden_layers": 3}
-
 
 
 def test_train_attention_dropout_sets_the_encoders_own_key_and_refuses_an_encoder_without_one(library_run, tmp_path):
