@@ -48,6 +48,7 @@ from nerflow.guard import (  # noqa: E402
     RequestGuard,
     api_token,
     install_client_error_filter,
+    install_balance,
     install_drain,
     max_request_bytes,
     publish_served_model,
@@ -275,3 +276,4 @@ class NERService:
 NERService.add_asgi_middleware(RequestGuard, token=api_token(), max_bytes=max_request_bytes())
 install_client_error_filter()
 install_drain()  # SIGTERM: keep-alive connections are closed after their next answer, not dropped
+install_balance(WORKERS)  # the workers' keep-alive connections stay evenly spread

@@ -61,8 +61,11 @@ def server(library_run, tmp_path_factory):
 
     bento = Registry("nerflow-ner", work / "bentoml").state()["bentos"][tag]
     # a 1 MB request limit (default 4 MiB) keeps the chunked 413 case small
-    with bentoml_server(bento, work / "bentoml", work / "serve.log", env={"NERFLOW_MAX_REQUEST_BYTES": "1000000"}) as s:
-        yield {"url": s.url, "tag": tag, "bento": bento, "home": work / "bentoml", "log": s.log, "work": work}
+    # two workers, whatever the cores (one per core is the default)
+    env = {"NERFLOW_MAX_REQUEST_BYTES": "1000000", "NERFLOW_WORKERS": "2"}
+    with bentoml_server(bento, work / "bentoml", work / "serve.log", env=env) as s:
+        yield {"url": s.url, "tag": tag, "bento": bento, "home": work / "bentoml", "log": s.log, "work": work,
+               "pid": s.proc.pid}
 
 
 def test_entities_with_character_offsets(server):
@@ -299,6 +302,61 @@ def _workers_of(pid: int) -> list[int]:
         if int(fields[1]) == pid and b"_bentoml_impl.worker.service" in cmdline:
             found.append(int(stat.parent.name))
     return sorted(found)
+
+
+def test_keep_alive_connections_are_spread_evenly_over_the_workers(server):
+    """The workers share one listening socket and keep what they accept: with one worker stopped
+    while 12 clients connect, the other holds all 12. Once both run, the one over its share closes
+    a connection after an answer (Connection: close; the client reconnects) until the split is
+    even, and no request fails."""
+    import http.client
+    import signal
+    import threading
+
+    import psutil
+
+    port = int(server["url"].rsplit(":", 1)[1])
+    workers = _workers_of(server["pid"])
+    assert len(workers) == 2
+
+    def held() -> list[int]:
+        return [sum(c.status == "ESTABLISHED" and c.laddr.port == port for c in psutil.Process(w).net_connections("tcp"))
+                for w in workers]
+
+    body = json.dumps({"texts": [TEXT]})
+
+    def ask(conn) -> int:
+        conn.request("POST", "/extract", body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(12)]
+    os.kill(workers[1], signal.SIGSTOP)
+    try:
+        first = [ask(c) for c in conns]  # all answered by the running worker
+    finally:
+        os.kill(workers[1], signal.SIGCONT)
+    at_start = held()
+    codes: list[int] = []
+
+    def client(conn) -> None:
+        deadline = time.time() + 4
+        while time.time() < deadline:
+            codes.append(ask(conn))
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    at_end = held()
+    for c in conns:
+        c.close()
+    print(f"connections per worker: {at_start} with one worker stopped, {at_end} after {len(codes)} requests")
+    assert first == [200] * 12 and at_start[1] == 0 and at_start[0] >= 8
+    assert codes and set(codes) == {200}
+    assert min(at_end) >= 5 and max(at_end) <= 7, at_end  # 6/6, give or take one reconnecting
 
 
 def test_bearer_token_auth_and_sigterm_drains_in_flight_requests(server, tmp_path):
