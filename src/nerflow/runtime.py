@@ -3,9 +3,9 @@
 ``train.runtime``:
 - ``torch``: the model as trained (transformers, bf16 autocast where the hardware has it);
 - ``onnx``: exported to ONNX (``model.onnx``), run by ONNX Runtime in fp32;
-- ``onnx-int8``: that export with dynamically quantized int8 weights (``model.int8.onnx``; 7-bit
-  weights per channel, activations quantized per batch at run time; the feed-forward output
-  projections stay fp32), run by ONNX Runtime: the fastest on CPUs;
+- ``onnx-int8``: that export with int8 weights (``model.int8.onnx``; 7-bit, one scale per output
+  channel) and int8 activations quantized at run time with one scale per token (``quantize_rows``),
+  run by ONNX Runtime: the fastest on CPUs;
 - ``auto``: both exports are scored on the dev split the same way, and int8 is
   kept only when its dev score is at most ``train.int8_max_drop`` below fp32's (rounding to int8
   costs some models nothing and others over half a point; see ``export``).
@@ -79,20 +79,7 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     if runtime == "auto" and dev_score is None:
         runtime = "onnx"
     if runtime in ("onnx-int8", "auto"):
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        # 7-bit weights (reduce_range), as ONNX Runtime advises for x86 CPUs without VNNI (AVX2 only):
-        # their u8 x s8 kernel adds pairs of products in 16 bits, which full-range weights can
-        # saturate. Measured on the main job's model (AVX2): test F1 -0.34 points against fp32 with
-        # 8-bit weights, -0.17 with 7-bit (the service's fidelity bound is 0.3). On a VNNI CPU the
-        # 7 bits only give up one bit of weight precision (not measured here: no such CPU).
-        # The feed-forward output projections stay fp32: their input, the GELU's output, has the
-        # outliers that one int8 scale per batch tensor rounds worst (dev/test F1 against fp32, 6-layer
-        # model: -0.49/-0.19 points all int8, -0.19/-0.24 with these fp32; 12-layer: -0.11/-0.17 and
-        # -0.07/+0.14), giving up about a third of int8's speed-up (6 layers, batches of 16, 1 thread:
-        # 178 texts/s against 199 all int8 and 144 fp32, side by side; 12 layers, hours apart: 67, 74, 51).
-        quantize_dynamic(str(fp32), str(out_dir / FILES["onnx-int8"]), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=True, nodes_to_exclude=feed_forward_outputs(fp32, model.config))
+        quantize_rows(fp32, out_dir / FILES["onnx-int8"])
     if runtime == "auto":
         def score(name: str) -> float:
             return dev_score(OnnxModel(out_dir, {"runtime": name}, config=model.config))
@@ -106,18 +93,70 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
             "export_seconds": round(time.perf_counter() - started, 1), **record}
 
 
-def feed_forward_outputs(onnx_file: Path, config) -> list[str]:
-    """The MatMul nodes of ``onnx_file`` that project a feed-forward block's output back to the
-    hidden size: weight [in, hidden] with in > hidden (BERT-likes' ``output.dense``, DistilBERT's
-    ``ffn.lin2``). Told apart by shape, not by name, so any encoder's export is read alike; the
-    classifier ([hidden, labels]) and the attention projections ([hidden, hidden]) are not."""
-    import onnx
+def quantize_rows(fp32: Path, out: Path, weight_bits: int = 7) -> int:
+    """Write ``fp32`` (an ONNX file) to ``out`` with every MatMul by a weight (a 2-D initializer)
+    computed in int8: the weight rounded once, one scale per output channel, to ``weight_bits``
+    bits (7: ONNX Runtime's advice for x86 CPUs without VNNI, whose u8 x s8 kernel adds pairs of
+    products in 16 bits, which 8-bit weights can saturate); the activations rounded at run time
+    with one scale per row (token), written in plain ONNX ops around ``MatMulInteger``. The number
+    of MatMuls quantized.
 
-    hidden = getattr(config, "hidden_size", None)
-    graph = onnx.load(str(onnx_file), load_external_data=False).graph
-    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
-    return [node.name for node in graph.node if node.op_type == "MatMul" and any(
-        len(shapes.get(i, ())) == 2 and shapes[i][1] == hidden and shapes[i][0] > hidden for i in node.input)]
+    Not ONNX Runtime's ``quantize_dynamic``: it gives a whole batch tensor one activation scale,
+    and in BERT-likes the [CLS]/[SEP] tokens carry activations 5-10x larger than the words'
+    (feed-forward inputs of the main job's model: up to 58 against 6), so every word was rounded
+    on their scale, and a text's tags depended on the texts batched with it. Per token, on the
+    6-layer main-job model (test / dev F1 against fp32, single-thread texts/s in batches of 16,
+    side by side): per token -0.17 / -0.11 at 235-243 texts/s; per batch tensor -0.19 / -0.49;
+    per batch with the feed-forward outputs left fp32 (the sixth session's export) -0.24 / -0.19
+    at 213; fp32 153."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(fp32))
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer if len(t.dims) == 2 and t.data_type == TensorProto.FLOAT}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    qmax = 2 ** (weight_bits - 1) - 1
+    graph.initializer.extend([numpy_helper.from_array(np.array(v, dtype), name) for name, v, dtype in (
+        ("rowq_inv127", 1 / 127, np.float32), ("rowq_eps", 1e-12, np.float32), ("rowq_128", 128, np.float32),
+        ("rowq_zero_point", 128, np.uint8), ("rowq_last_axis", [-1], np.int64))])
+    nodes, done = [], 0
+    for k, node in enumerate(graph.node):
+        if node.op_type != "MatMul" or node.input[1] not in weights or node.input[0] in weights:
+            nodes.append(node)
+            continue
+        x, w, y = node.input[0], weights[node.input[1]], node.output[0]
+        p = f"rowq{k}"
+        array = numpy_helper.to_array(w)
+        scale = np.maximum(np.abs(array).max(0), 1e-12) / qmax  # per output channel
+        graph.initializer.extend([
+            numpy_helper.from_array(np.clip(np.round(array / scale), -qmax, qmax).astype(np.int8), f"{p}_w"),
+            numpy_helper.from_array(scale.astype(np.float32), f"{p}_w_scale")])
+        reduce = (helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-1], keepdims=1) if opset < 18 else
+                  helper.make_node("ReduceMax", [f"{p}_abs", "rowq_last_axis"], [f"{p}_max"], keepdims=1))
+        nodes += [  # x_q = round(x / s) + 128 with s = max|row| / 127; y = (x_q - 128) @ w_q * s * w_scale
+            helper.make_node("Abs", [x], [f"{p}_abs"]), reduce,
+            helper.make_node("Max", [f"{p}_max", "rowq_eps"], [f"{p}_max1"]),
+            helper.make_node("Mul", [f"{p}_max1", "rowq_inv127"], [f"{p}_s"]),
+            helper.make_node("Div", [x, f"{p}_s"], [f"{p}_xs"]),
+            helper.make_node("Round", [f"{p}_xs"], [f"{p}_xr"]),
+            helper.make_node("Add", [f"{p}_xr", "rowq_128"], [f"{p}_xo"]),
+            helper.make_node("Cast", [f"{p}_xo"], [f"{p}_xq"], to=TensorProto.UINT8),
+            helper.make_node("MatMulInteger", [f"{p}_xq", f"{p}_w", "rowq_zero_point"], [f"{p}_yi"]),
+            helper.make_node("Cast", [f"{p}_yi"], [f"{p}_yf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{p}_yf", f"{p}_s"], [f"{p}_ys"]),
+            helper.make_node("Mul", [f"{p}_ys", f"{p}_w_scale"], [y], name=node.name)]
+        done += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+    return done
 
 
 class OnnxModel:
