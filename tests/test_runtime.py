@@ -141,20 +141,26 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
 
     graph = onnx.load(str(out8 / "model.int8.onnx")).graph
     weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
-    assert len(weights) == 6 * 2 + 1 and max(int(abs(w.astype(int)).max()) for w in weights) == 63
-    # every MatMul by a weight is int8 (q, k, v, attention output, feed-forward in and out per layer;
-    # the classifier), its activations rounded with one scale per token: a text's logits are the
-    # same alone and batched with another text (per batch tensor, as quantize_dynamic does, they were not)
+    assert len(weights) == 5 * 2 + 1 and max(int(abs(w.astype(int)).max()) for w in weights) == 63
+    # every MatMul by a weight is int8 (q, k, v, attention output, feed-forward in, per layer; the
+    # classifier) but the feed-forward output projections (weight [intermediate, hidden], found by
+    # shape: one per layer), its activations rounded with one scale per token: a text's logits are
+    # the same alone and batched with another (per batch tensor, as quantize_dynamic does, they were not)
+    from nerflow.runtime import feed_forward_outputs
+
+    kept = feed_forward_outputs(out / "model.onnx", hf.config)
+    assert len(kept) == hf.config.num_hidden_layers == 2 and all("/output/dense/" in k and "attention" not in k for k in kept)
     fp32_graph = onnx.load(str(out / "model.onnx")).graph
     fp32_weights = {t.name: t for t in fp32_graph.initializer}
-    matmul_weights = [fp32_weights[n.input[1]] for n in fp32_graph.node if n.op_type == "MatMul" and n.input[1] in fp32_weights]
-    assert len(matmul_weights) == 6 * 2 + 1
-    # their weights take a byte instead of 4 (the embeddings stay fp32: the main job's e5 file, 70 -> 38 MB)
+    quantized = [fp32_weights[n.input[1]] for n in fp32_graph.node
+                 if n.op_type == "MatMul" and n.input[1] in fp32_weights and n.name not in kept]
+    assert len(quantized) == 5 * 2 + 1
+    # their weights take a byte instead of 4 (the embeddings stay fp32: the main job's e5 file, 70 -> 49 MB)
     saved = (out / "model.onnx").stat().st_size - (out8 / "model.int8.onnx").stat().st_size
-    assert saved > 2 * sum(int(np.prod(t.dims)) for t in matmul_weights)  # (3 bytes an element, less the new nodes)
+    assert saved > 2 * sum(int(np.prod(t.dims)) for t in quantized)  # (3 bytes an element, less the new nodes)
     initializers = {t.name for t in graph.initializer}
-    assert not [n.name for n in graph.node if n.op_type == "MatMul" and any(i in initializers for i in n.input)]
-    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 6 * 2 + 1
+    assert {n.name for n in graph.node if n.op_type == "MatMul" and any(i in initializers for i in n.input)} == set(kept)
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 5 * 2 + 1
     assert not [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
     session = OnnxModel(out8, record, config=hf.config)
     generator = torch.Generator().manual_seed(0)
