@@ -120,13 +120,14 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), weight
     Not ONNX Runtime's ``quantize_dynamic``: it gives a whole batch tensor one activation scale,
     and in BERT-likes the [CLS]/[SEP] tokens carry activations 5-10x larger than the words'
     (feed-forward inputs of the main job's model: up to 58 against 6), so every word was rounded
-    on their scale, and a text's tags depended on the texts batched with it. Per token, on the
-    6-layer main-job model (test / dev F1 against fp32 read as evaluate reads them; single-thread
-    texts/s in batches of 16, runs of one hour): per token, the feed-forward outputs left fp32 (what ``export`` writes) -0.04 /
-    +0.01 at 196-202 texts/s, -0.09 on dev as the Trainer scores it; per token throughout -0.17 /
-    -0.11 at 226-243, but -0.32 as the Trainer scores dev, over ``auto``'s 0.3; per batch tensor
-    with the feed-forward outputs fp32 (the sixth session's export) -0.24 / -0.19 (Trainer -0.25) at
-    203-213; per batch throughout -0.19 / -0.49 (Trainer -0.62); fp32 153."""
+    on their scale, and a text's tags depended on the texts batched with it. On the 6-layer
+    main-job model (test / dev F1 against fp32, read as evaluate reads them; dev as the Trainer
+    scores it; single-thread texts/s in batches of 16, runs of one hour):
+
+    - per token, the feed-forward outputs fp32 (what ``export`` writes): -0.04 / +0.01 / -0.09, 196-202;
+    - per token throughout: -0.17 / -0.11 / -0.32 (over ``auto``'s 0.3), 226-243;
+    - per batch, the feed-forward outputs fp32 (the sixth session's export): -0.24 / -0.19 / -0.25, 203-213;
+    - per batch throughout: -0.19 / -0.49 / -0.62; fp32: 153."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
