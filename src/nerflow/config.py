@@ -393,8 +393,10 @@ class TrainParams(Section):
     layers: int | None = Field(6, ge=1, description=(
         "keep at most the encoder's bottom N transformer layers (fewer FLOPs: training and serving cost about "
         "N/L of the whole encoder's; an encoder with N or fewer keeps all; null: every layer). 6: the default "
-        "encoder's bottom half; on CoNLL-2003 test F1 0.8850 against 0.8907 with all 12 (int8, one seed), "
-        "trained 1.8x as fast (bench/results.json); set null for an encoder whose depth you need"))
+        "encoder's bottom half; on CoNLL-2003 test F1 0.8850 against 0.8907 with all 12 (per-batch int8, one seed; "
+        "0.8870 with today's per-token int8), "
+        "trained 1.8x as fast (bench/benchmark.py --variant layers=null at 7aa2dfa; README, Benchmark); set null for an "
+        "encoder whose depth you need"))
     freeze_embeddings: bool = Field(False, description="keep the (large) embedding matrix fixed")
     freeze_layers: int = Field(0, ge=0, description=(
         "keep the embeddings and the encoder's bottom N layers fixed: no backward pass through them (fewer "
