@@ -5,10 +5,12 @@
 - ``onnx``: exported to ONNX (``model.onnx``), run by ONNX Runtime in fp32;
 - ``onnx-int8``: that export with int8 weights (``model.int8.onnx``; 7-bit, one scale per output
   channel) and int8 activations quantized at run time with one scale per token (``quantize_rows``;
-  the feed-forward output projections stay fp32), run by ONNX Runtime: the fastest on CPUs;
-- ``auto``: both exports are scored on the dev split the same way, and int8 is
-  kept only when its dev score is at most ``train.int8_max_drop`` below fp32's (rounding to int8
-  costs some models nothing and others over half a point; see ``export``).
+  every MatMul, the feed-forward output projections' GELU inputs with a zero point per token),
+  run by ONNX Runtime: the fastest on CPUs;
+- ``auto``: the exports are scored on the dev split the same way, and int8 is kept only when its
+  dev score is at most ``train.int8_max_drop`` below fp32's (rounding to int8 costs some models
+  nothing and others over half a point): first every MatMul int8, then, if that loses too much,
+  the feed-forward output projections in fp32 (``INT8_EXPORTS``; see ``export``).
 
 The train step exports the model it saves (``export``); its ``nerflow.json`` records the
 runtime and the file, so evaluate scores the model exactly as the service will run it, and the
@@ -28,6 +30,8 @@ from nerflow import NerflowError
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+# the int8 exports ``export`` writes (``int8_export`` in nerflow.json), the faster first
+INT8_EXPORTS = ("all int8", "feed-forward outputs fp32")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -36,10 +40,11 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     """Write ``model`` (a transformers model in eval mode, on CPU) as ``FILES[runtime]`` into
     ``out_dir``; nothing for torch. What nerflow.json records of it.
 
-    ``auto``: both exports are written and ``dev_score`` (a model called like a transformers
-    model -> its dev score) scores each; int8 stays when it is at most ``max_drop`` below fp32,
-    else fp32 does (without ``dev_score``: fp32, nothing to check int8 against). The file not
-    chosen is removed; ``runtime_check`` records both scores. ``reference``: ``model``'s own dev
+    ``auto``: the fp32 export and the int8 exports of ``INT8_EXPORTS`` in turn are written and
+    ``dev_score`` (a model called like a transformers model -> its dev score) scores each; the
+    first int8 export at most ``max_drop`` below fp32 stays (``int8_export`` names it), else fp32
+    does (without ``dev_score``: fp32, nothing to check int8 against). The file not chosen is
+    removed; ``runtime_check`` records the scores. ``reference``: ``model``'s own dev
     score when training already measured it (the kept best checkpoint): fp32 is not scored again,
     as its export scores what torch does (tests/test_runtime.py; the check took 70 -> 33 s on the main job)."""
     import torch
@@ -78,18 +83,29 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     record: dict[str, Any] = {}
     if runtime == "auto" and dev_score is None:
         runtime = "onnx"
+    int8 = out_dir / FILES["onnx-int8"]
     if runtime in ("onnx-int8", "auto"):
-        # int8 activations with one scale per token; the feed-forward outputs in fp32 (see quantize_rows:
-        # on the main job's model, within 0.1 dev points of fp32, where all int8 lost 0.32 and auto refused it)
-        quantize_rows(fp32, out_dir / FILES["onnx-int8"], keep_fp32=set(feed_forward_outputs(fp32, model.config)))
-    if runtime == "auto":
-        def score(name: str) -> float:
-            return dev_score(OnnxModel(out_dir, {"runtime": name}, config=model.config))
-
-        scores = {"onnx": score("onnx") if reference is None else float(reference), "onnx-int8": score("onnx-int8")}
-        runtime = "onnx-int8" if scores["onnx-int8"] >= scores["onnx"] - max_drop else "onnx"
-        record["runtime_check"] = {"dev_f1": {k: round(v, 5) for k, v in scores.items()}, "max_drop": max_drop,
-                                   "chosen": runtime}
+        # int8 exports, the faster first: every MatMul int8 (the feed-forward outputs with a zero point per
+        # token), then the feed-forward outputs fp32 (slower; closer to fp32 on models whose GELU outliers
+        # the first rounds too coarsely). onnx-int8 writes the first; auto keeps the first within budget
+        ffn = set(feed_forward_outputs(fp32, model.config))
+        exports = {INT8_EXPORTS[0]: {"asymmetric": ffn}, INT8_EXPORTS[1]: {"keep_fp32": ffn}}
+        if runtime == "onnx-int8":
+            quantize_rows(fp32, int8, **exports[INT8_EXPORTS[0]])
+            record["int8_export"] = INT8_EXPORTS[0]
+        else:
+            scores = {"onnx": dev_score(OnnxModel(out_dir, {"runtime": "onnx"}, config=model.config))
+                      if reference is None else float(reference)}
+            runtime = "onnx"
+            for name, how in exports.items():
+                quantize_rows(fp32, int8, **how)
+                key = "onnx-int8" if name == INT8_EXPORTS[0] else f"onnx-int8 ({name})"
+                scores[key] = dev_score(OnnxModel(out_dir, {"runtime": "onnx-int8"}, config=model.config))
+                if scores[key] >= scores["onnx"] - max_drop:
+                    runtime, record["int8_export"] = "onnx-int8", name
+                    break
+            record["runtime_check"] = {"dev_f1": {k: round(v, 5) for k, v in scores.items()}, "max_drop": max_drop,
+                                       "chosen": runtime}
     (out_dir / FILES["onnx-int8" if runtime == "onnx" else "onnx"]).unlink(missing_ok=True)
     return {"runtime": runtime, "runtime_file": FILES[runtime], "runtime_inputs": list(names),
             "export_seconds": round(time.perf_counter() - started, 1), **record}
@@ -109,25 +125,29 @@ def feed_forward_outputs(onnx_file: Path, config) -> list[str]:
         len(shapes.get(i, ())) == 2 and shapes[i][1] == hidden and shapes[i][0] > hidden for i in node.input)]
 
 
-def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), weight_bits: int = 7) -> int:
+def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymmetric: Collection[str] = (),
+                  weight_bits: int = 7) -> int:
     """Write ``fp32`` (an ONNX file) to ``out`` with every MatMul by a weight (a 2-D initializer)
     but the nodes named in ``keep_fp32`` computed in int8: the weight rounded once, one scale per
     output channel, to ``weight_bits`` bits (7: ONNX Runtime's advice for x86 CPUs without VNNI,
     whose u8 x s8 kernel adds pairs of products in 16 bits, which 8-bit weights can saturate); the
-    activations rounded at run time with one scale per row (token), in plain ONNX ops around
-    ``MatMulInteger``. The number of MatMuls quantized.
+    activations rounded at run time with one scale per row (token) by ``QuantizeLinear`` on a 2-D
+    view (per axis 0), feeding ``MatMulInteger``: zero point 128, symmetric, or, for the nodes in
+    ``asymmetric``, a zero point per row, so that inputs far from symmetric (a GELU's output:
+    -0.17 up, the feed-forward output projections' input) use all 256 steps, not 128. The number
+    of MatMuls quantized.
 
     Not ONNX Runtime's ``quantize_dynamic``: it gives a whole batch tensor one activation scale,
     and in BERT-likes the [CLS]/[SEP] tokens carry activations 5-10x larger than the words'
     (feed-forward inputs of the main job's model: up to 58 against 6), so every word was rounded
     on their scale, and a text's tags depended on the texts batched with it. On the 6-layer
     main-job model (test / dev F1 against fp32, read as evaluate reads them; dev as the Trainer
-    scores it; single-thread texts/s in batches of 16, runs of one hour):
+    scores it, what ``auto`` compares; single-thread texts/s in batches of 16, side by side):
 
-    - per token, the feed-forward outputs fp32 (what ``export`` writes): -0.04 / +0.01 / -0.09, 196-202;
-    - per token throughout: -0.17 / -0.11 / -0.32 (over ``auto``'s 0.3), 226-243;
-    - per batch, the feed-forward outputs fp32 (the sixth session's export): -0.24 / -0.19 / -0.25, 203-213;
-    - per batch throughout: -0.19 / -0.49 / -0.62; fp32: 153."""
+    - per token, the feed-forward outputs asymmetric (``export``'s first choice): -0.00 / -0.02 / -0.19, 215;
+    - per token, the feed-forward outputs fp32 (``export``'s fallback): -0.04 / +0.00 / -0.09, 185;
+    - per token, all symmetric: -0.16 / -0.12 / -0.32 (over ``auto``'s 0.3), 212;
+    - per batch (``quantize_dynamic``), the feed-forward outputs fp32: -0.24 / -0.19 / -0.25; all: -0.19 / -0.49 / -0.62; fp32: 139."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -137,9 +157,14 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), weight
     weights = {t.name: t for t in graph.initializer if len(t.dims) == 2 and t.data_type == TensorProto.FLOAT}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     qmax = 2 ** (weight_bits - 1) - 1
-    graph.initializer.extend([numpy_helper.from_array(np.array(v, dtype), name) for name, v, dtype in (
-        ("rowq_inv127", 1 / 127, np.float32), ("rowq_eps", 1e-12, np.float32), ("rowq_128", 128, np.float32),
-        ("rowq_zero_point", 128, np.uint8), ("rowq_last_axis", [-1], np.int64))])
+    constants = {"rowq_inv127": (1 / 127, np.float32), "rowq_inv255": (1 / 255, np.float32), "rowq_eps": (1e-12, np.float32),
+                 "rowq_0": (0, np.float32), "rowq_128": (128, np.float32), "rowq_zero_point": (128, np.uint8),
+                 "rowq_last_axis": ([-1], np.int64), "rowq_flat": ([-1], np.int64)}
+
+    def reduce(op: str, x: str, y: str):  # over the last axis, kept: [..., 1]
+        return (helper.make_node(op, [x], [y], axes=[-1], keepdims=1) if opset < 18 else
+                helper.make_node(op, [x, "rowq_last_axis"], [y], keepdims=1))
+
     nodes, done = [], 0
     for k, node in enumerate(graph.node):
         if node.op_type != "MatMul" or node.input[1] not in weights or node.input[0] in weights or node.name in keep_fp32:
@@ -149,24 +174,51 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), weight
         p = f"rowq{k}"
         array = numpy_helper.to_array(w)
         scale = np.maximum(np.abs(array).max(0), 1e-12) / qmax  # per output channel
-        graph.initializer.extend([
-            numpy_helper.from_array(np.clip(np.round(array / scale), -qmax, qmax).astype(np.int8), f"{p}_w"),
-            numpy_helper.from_array(scale.astype(np.float32), f"{p}_w_scale")])
-        reduce = (helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-1], keepdims=1) if opset < 18 else
-                  helper.make_node("ReduceMax", [f"{p}_abs", "rowq_last_axis"], [f"{p}_max"], keepdims=1))
-        nodes += [  # x_q = round(x / s) + 128 with s = max|row| / 127; y = (x_q - 128) @ w_q * s * w_scale
-            helper.make_node("Abs", [x], [f"{p}_abs"]), reduce,
-            helper.make_node("Max", [f"{p}_max", "rowq_eps"], [f"{p}_max1"]),
-            helper.make_node("Mul", [f"{p}_max1", "rowq_inv127"], [f"{p}_s"]),
-            helper.make_node("Div", [x, f"{p}_s"], [f"{p}_xs"]),
-            helper.make_node("Round", [f"{p}_xs"], [f"{p}_xr"]),
-            helper.make_node("Add", [f"{p}_xr", "rowq_128"], [f"{p}_xo"]),
-            helper.make_node("Cast", [f"{p}_xo"], [f"{p}_xq"], to=TensorProto.UINT8),
-            helper.make_node("MatMulInteger", [f"{p}_xq", f"{p}_w", "rowq_zero_point"], [f"{p}_yi"]),
-            helper.make_node("Cast", [f"{p}_yi"], [f"{p}_yf"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", [f"{p}_yf", f"{p}_s"], [f"{p}_ys"]),
-            helper.make_node("Mul", [f"{p}_ys", f"{p}_w_scale"], [y], name=node.name)]
+        w_q = np.clip(np.round(array / scale), -qmax, qmax).astype(np.int8)
+        constants[f"rowq_rows_of_{array.shape[0]}"] = ([-1, array.shape[0]], np.int64)
+        graph.initializer.extend([numpy_helper.from_array(w_q, f"{p}_w"),
+                                  numpy_helper.from_array(scale.astype(np.float32), f"{p}_w_scale")])
+        if node.name in asymmetric:
+            # s = (max(hi, 0) - min(lo, 0)) / 255 per row, zero point z = -round(lo / s): x ~ s (x_q - z), and
+            # y = s w_scale (x_q @ w_q - z colsum(w_q)), the correction a product of a row and a column
+            graph.initializer.append(numpy_helper.from_array(w_q.astype(np.float32).sum(0), f"{p}_colsum"))
+            nodes += [reduce("ReduceMax", x, f"{p}_hi0"), reduce("ReduceMin", x, f"{p}_lo0"),
+                      helper.make_node("Max", [f"{p}_hi0", "rowq_0"], [f"{p}_hi"]),
+                      helper.make_node("Min", [f"{p}_lo0", "rowq_0"], [f"{p}_lo"]),
+                      helper.make_node("Sub", [f"{p}_hi", f"{p}_lo"], [f"{p}_range"]),
+                      helper.make_node("Max", [f"{p}_range", "rowq_eps"], [f"{p}_range1"]),
+                      helper.make_node("Mul", [f"{p}_range1", "rowq_inv255"], [f"{p}_s"]),
+                      helper.make_node("Div", [f"{p}_lo", f"{p}_s"], [f"{p}_lo_s"]),
+                      helper.make_node("Round", [f"{p}_lo_s"], [f"{p}_minus_z"]),
+                      helper.make_node("Neg", [f"{p}_minus_z"], [f"{p}_z"]),
+                      helper.make_node("Reshape", [f"{p}_z", "rowq_flat"], [f"{p}_z1"]),
+                      helper.make_node("Cast", [f"{p}_z1"], [f"{p}_zero_point"], to=TensorProto.UINT8),
+                      helper.make_node("Mul", [f"{p}_minus_z", f"{p}_colsum"], [f"{p}_correction"])]
+        else:  # s = max|row| / 127, zero point 128
+            nodes += [helper.make_node("Abs", [x], [f"{p}_abs"]), reduce("ReduceMax", f"{p}_abs", f"{p}_max"),
+                      helper.make_node("Max", [f"{p}_max", "rowq_eps"], [f"{p}_max1"]),
+                      helper.make_node("Mul", [f"{p}_max1", "rowq_inv127"], [f"{p}_s"]),
+                      helper.make_node("Mul", [f"{p}_max1", "rowq_0"], [f"{p}_0"]),
+                      helper.make_node("Add", [f"{p}_0", "rowq_128"], [f"{p}_z"]),
+                      helper.make_node("Reshape", [f"{p}_z", "rowq_flat"], [f"{p}_z1"]),
+                      helper.make_node("Cast", [f"{p}_z1"], [f"{p}_zero_point"], to=TensorProto.UINT8)]
+        nodes += [  # x_q = saturate(round(x / s) + z) row by row, in one QuantizeLinear over [rows, in]
+            helper.make_node("Shape", [x], [f"{p}_shape"]),
+            helper.make_node("Reshape", [x, f"rowq_rows_of_{array.shape[0]}"], [f"{p}_x2"]),
+            helper.make_node("Reshape", [f"{p}_s", "rowq_flat"], [f"{p}_s1"]),
+            helper.make_node("QuantizeLinear", [f"{p}_x2", f"{p}_s1", f"{p}_zero_point"], [f"{p}_xq2"], axis=0),
+            helper.make_node("Reshape", [f"{p}_xq2", f"{p}_shape"], [f"{p}_xq"])]
+        if node.name in asymmetric:
+            nodes += [helper.make_node("MatMulInteger", [f"{p}_xq", f"{p}_w"], [f"{p}_yi"]),
+                      helper.make_node("Cast", [f"{p}_yi"], [f"{p}_yf"], to=TensorProto.FLOAT),
+                      helper.make_node("Add", [f"{p}_yf", f"{p}_correction"], [f"{p}_yc"])]
+        else:
+            nodes += [helper.make_node("MatMulInteger", [f"{p}_xq", f"{p}_w", "rowq_zero_point"], [f"{p}_yi"]),
+                      helper.make_node("Cast", [f"{p}_yi"], [f"{p}_yc"], to=TensorProto.FLOAT)]
+        nodes += [helper.make_node("Mul", [f"{p}_yc", f"{p}_s"], [f"{p}_ys"]),
+                  helper.make_node("Mul", [f"{p}_ys", f"{p}_w_scale"], [y], name=node.name)]
         done += 1
+    graph.initializer.extend(numpy_helper.from_array(np.array(v, dtype), name) for name, (v, dtype) in constants.items())
     del graph.node[:]
     graph.node.extend(nodes)
     used = {i for n in graph.node for i in n.input}
