@@ -244,6 +244,12 @@ def test_the_registry_records_the_runtime_a_model_was_packaged_for(library_run, 
     runtime = json.loads((library_run["model"] / "nerflow.json").read_text())["runtime"]
     assert runtime in ("onnx", "onnx-int8")
     assert registry.info(record["model_tag"])["metadata"]["runtime"] == runtime
+    # and, for int8, which export: every MatMul int8 or the feed-forward outputs fp32 (nerflow.runtime.INT8_EXPORTS)
+    from nerflow.runtime import INT8_EXPORTS
+
+    int8_export = json.loads((library_run["model"] / "nerflow.json").read_text()).get("int8_export")
+    assert (int8_export in INT8_EXPORTS) == (runtime == "onnx-int8")
+    assert registry.info(record["model_tag"])["metadata"].get("int8_export") == int8_export
     stored = registry.model_dir(record["model_tag"])
     # the stored model carries the file the service runs
     assert (stored / {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}[runtime]).is_file()

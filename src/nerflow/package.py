@@ -107,6 +107,7 @@ def register(
         "base_model": str(info.get("base_model")),
         "git_revision": revision,
         "runtime": info.get("runtime", "torch"),  # what the service runs it with (nerflow.runtime)
+        **({"int8_export": info["int8_export"]} if info.get("int8_export") else {}),  # which int8 export (INT8_EXPORTS)
     }
     if origin:
         metadata.update(source_repo=origin["repo"], data_version=origin["data_version"],
