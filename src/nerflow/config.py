@@ -394,7 +394,7 @@ class TrainParams(Section):
         "keep at most the encoder's bottom N transformer layers (fewer FLOPs: training and serving cost about "
         "N/L of the whole encoder's; an encoder with N or fewer keeps all; null: every layer). 6: the default "
         "encoder's bottom half; on CoNLL-2003 test F1 0.8850 against 0.8907 with all 12 (per-batch int8, one seed; "
-        "0.8870 with today's per-token int8), "
+        "0.8874 with today's all-int8 export, fp32's F1), "
         "trained 1.8x as fast (bench/benchmark.py --variant layers=null at 7aa2dfa; README, Benchmark); set null for an "
         "encoder whose depth you need"))
     freeze_embeddings: bool = Field(False, description="keep the (large) embedding matrix fixed")
