@@ -149,7 +149,21 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     assert isinstance(served.model, OnnxModel)
     torch_tagger = WordTagger(out, runtime="torch")
     assert not isinstance(torch_tagger.model, OnnxModel)
+    # the packed layout: the tagger's windows go into rows of up to PACK_TOKENS tokens, and every token
+    # ONNX Runtime computes is a real one (padded batches of sorted windows computed 10-20% padding here)
+    from nerflow.runtime import PACK_TOKENS
+
+    assert record["runtime_layout"] == "packed" and record["position_offset"] == 0 and served.model.packed
+    assert record["runtime_inputs"][:3] == ["input_ids", "segment_ids", "position_ids"]
+    runs, session_run = [], served.model.session.run
+    served.model.session.run = lambda names, feed: runs.append(feed["input_ids"].shape) or session_run(names, feed)
     a, b = served.predict(tokens, distributions=True), torch_tagger.predict(tokens, distributions=True)
+    served.model.session.run = session_run
+    from nerflow.align import encode_words
+
+    windows = encode_words(served.tokenizer, tokens, served.max_length, served.stride).input_ids
+    assert all(rows == 1 for rows, _ in runs) and sum(width for _, width in runs) == sum(len(w) for w in windows)
+    assert len(runs) < 0.8 * len(windows) and max(width for _, width in runs) <= max(PACK_TOKENS, max(map(len, windows)))
     assert a[0] == b[0]
     diff = max(abs(x - y) for ra, rb in zip(a[2], b[2]) for da, db in zip(ra, rb) if da is not None for x, y in zip(da, db))
     assert diff < 1e-4
@@ -365,3 +379,54 @@ def test_quantize_rows_rounds_each_token_on_its_own_scale_and_zero_point(tmp_pat
         assert np.array_equal(run(["y"], {"x": x[:1]})[0], y[:1])  # alone as batched
         errors[name] = np.linalg.norm(y - exact) / np.linalg.norm(exact)
     assert errors["asym"] < 0.6 * errors["sym"], errors
+
+
+def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(tmp_path):
+    """Texts packed one after another into one row (a token attends only to its own text, positions
+    restart per text) get the logits each has alone, for BERT, XLM-R (positions from padding_idx + 1),
+    DistilBERT and ELECTRA; an encoder that cannot take it (DeBERTa-v2: relative positions, no
+    position_ids) is exported padded, as before. A row longer than the budget runs alone."""
+    pytest.importorskip("onnxruntime")
+    import torch
+    from transformers import (AutoModelForTokenClassification, BertConfig, BertTokenizer, DebertaV2Config,
+                              DistilBertConfig, ElectraConfig, XLMRobertaConfig)
+
+    from nerflow.runtime import OnnxModel, export
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij")
+    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
+    size = dict(vocab_size=len(vocab), num_labels=5)
+    layers = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **size)
+    families = {  # config -> the position offset the export must find (None: padded)
+        "bert": (BertConfig(**layers), 0),
+        "xlm-roberta": (XLMRobertaConfig(pad_token_id=1, **layers), 2),
+        "distilbert": (DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **size), 0),
+        "electra": (ElectraConfig(embedding_size=16, **layers), 0),
+        "deberta-v2": (DebertaV2Config(**layers), None),
+    }
+    rows = [[2, 5, 6, 7, 3], [2, 8, 3], [2] + list(range(5, 15)) * 3 + [3], [2, 9, 10, 11, 12, 13, 3]]
+    for name, (config, offset) in families.items():
+        torch.manual_seed(0)
+        model = AutoModelForTokenClassification.from_config(config).eval()
+        out = tmp_path / name
+        out.mkdir()
+        record = export(model, tokenizer, out, "onnx")
+        with torch.no_grad():
+            alone = [model(input_ids=torch.tensor([r])).logits[0].numpy() for r in rows]
+        session = OnnxModel(out, record, config=config)
+        if offset is None:
+            assert "runtime_layout" not in record and not session.packed, name
+        else:
+            assert record["runtime_layout"] == "packed" and record["position_offset"] == offset, (name, record)
+            runs, session_run = [], session.session.run
+            session.session.run = lambda names, feed: runs.append(feed["input_ids"].shape[1]) or session_run(names, feed)
+            packed = session.packed_logits(rows, budget=20)
+            assert runs == [5 + 3, 32, 7], (name, runs)  # the 32-token row alone, over the budget of 20
+            assert np.abs(packed - np.concatenate(alone)).max() < 1e-4, name
+        # a padded batch (evaluate's and the dev check's way) is taken by either layout
+        width = max(len(r) for r in rows)
+        batch = {"input_ids": torch.tensor([r + [0] * (width - len(r)) for r in rows]),
+                 "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])}
+        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        logits = session(**batch).logits.numpy()
+        assert max(np.abs(logits[i, :len(r)] - alone[i]).max() for i, r in enumerate(rows)) < 1e-4, name

@@ -100,6 +100,15 @@ class WordTagger:
         torch = self._torch
         n = len(windows.input_ids)
         out: list = [None] * n
+        if getattr(self.model, "packed", False):  # ONNX, packed layout: windows packed into rows, no padding
+            dist = torch.from_numpy(self.model.packed_logits(windows.input_ids, windows.token_type_ids)).softmax(-1)
+            top, ids = dist.max(-1)
+            ids, values = ids.tolist(), (dist if distributions else top).tolist()
+            start = 0
+            for i, row in enumerate(windows.input_ids):
+                out[i] = list(zip(ids[start:start + len(row)], values[start:start + len(row)]))
+                start += len(row)
+            return out
         order = sorted(range(n), key=lambda i: len(windows.input_ids[i]))
         pad = self.tokenizer.pad_token_id or 0
         bounds = plan_batches([len(windows.input_ids[i]) for i in order], self.batch_size, self.batch_overhead_tokens)
