@@ -155,13 +155,12 @@ def _packing(model, tokenizer, names: list[str]):
     alone = model(**{k: enc[k] for k in names if k in enc}).logits
     want = torch.cat([alone[i][mask[i]] for i in range(len(lengths))])
     packed_names = ["input_ids", "segment_ids", "position_ids"] + [k for k in names if k == "token_type_ids"]
-    ids = enc["input_ids"][mask][None]
-    segments = torch.cat([torch.full((n,), k + 1) for k, n in enumerate(lengths)])[None]
-    positions = torch.cat([torch.arange(n) for n in lengths])[None]
-    types = (enc["token_type_ids"][mask] if "token_type_ids" in enc else torch.zeros_like(ids[0]))[None]
+    rows = [enc["input_ids"][i][mask[i]].tolist() for i in range(len(lengths))]
+    types = [enc["token_type_ids"][i][mask[i]].tolist() for i in range(len(lengths))] if "token_type_ids" in enc else None
     pad = getattr(model.config, "pad_token_id", None)
     for offset in dict.fromkeys((0, 1 + (pad or 0))):
-        args = (ids, segments, positions + offset, types)[: len(packed_names)]
+        feed = _packed_feed(rows, offset, types)
+        args = tuple(torch.from_numpy(feed[k]) for k in packed_names)
         try:
             got = _Logits(model, packed_names)(*args)[0]
         except (TypeError, ValueError, RuntimeError, IndexError):  # no position_ids / no 4-D mask
@@ -169,6 +168,21 @@ def _packing(model, tokenizer, names: list[str]):
         if got.shape == want.shape and torch.allclose(got, want, atol=1e-4):
             return offset, packed_names, args
     return None
+
+
+def _packed_feed(rows: Sequence[Sequence[int]], offset: int, type_rows: Sequence[Sequence[int]] | None = None):
+    """The packed layout's inputs for ``rows`` (token id lists) one after another in one row of
+    shape (1, total): ``segment_ids`` 1, 2, ... per row, ``position_ids`` from ``offset`` in each
+    row, ``token_type_ids`` as given (else 0). What ``_Logits`` reads; the one place it is built."""
+    import numpy as np
+
+    lengths = [len(r) for r in rows]
+    total = sum(lengths)
+    return {"input_ids": np.fromiter((t for r in rows for t in r), np.int64, total)[None],
+            "segment_ids": np.repeat(np.arange(1, len(rows) + 1, dtype=np.int64), lengths)[None],
+            "position_ids": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])[None] + offset,
+            "token_type_ids": (np.zeros((1, total), np.int64) if type_rows is None else
+                               np.fromiter((t for r in type_rows for t in r), np.int64, total)[None])}
 
 
 def feed_forward_outputs(onnx_file: Path, config) -> list[str]:
@@ -338,15 +352,8 @@ class OnnxModel:
             end, total = start + 1, len(rows[start])
             while end < len(rows) and total + len(rows[end]) <= budget:
                 total, end = total + len(rows[end]), end + 1
-            lengths = [len(r) for r in rows[start:end]]
-            feed = {"input_ids": np.fromiter((t for r in rows[start:end] for t in r), np.int64, total)[None],
-                    "segment_ids": np.repeat(np.arange(1, end - start + 1, dtype=np.int64), lengths)[None],
-                    "position_ids": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])[None]
-                    + self.position_offset}
-            if "token_type_ids" in self.inputs:
-                feed["token_type_ids"] = (np.zeros_like(feed["input_ids"]) if type_rows is None else
-                                          np.fromiter((t for r in type_rows[start:end] for t in r), np.int64, total)[None])
-            parts.append(self.session.run(["logits"], feed)[0][0])
+            feed = _packed_feed(rows[start:end], self.position_offset, None if type_rows is None else type_rows[start:end])
+            parts.append(self.session.run(["logits"], {k: feed[k] for k in self.inputs})[0][0])
             start = end
         return np.concatenate(parts) if parts else np.zeros((0, self.config.num_labels), np.float32)
 
