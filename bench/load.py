@@ -4,10 +4,13 @@ a plain transformers pipeline behind one non-batched endpoint), same model, same
 Starts each server in turn on a free 127.0.0.1 port, sends requests of 1 and of 8 texts
 (CoNLL-2003 test sentences) from 1, 4 and 16 concurrent clients, each level bounded by --seconds
 and --max-requests, and stops the server. Prints, per level and server: texts/s, requests/s, p50
-and p99 latency, errors (any non-200, 503s included); then the nerflow/naive throughput ratios.
-Writes bench/load_results.json.
+and p99 latency, errors (any non-200, 503s included). --rounds: the two servers alternate that
+many times (naive, nerflow, naive, nerflow, ...), so that both meet the machine in the same
+minutes (a shared VM's speed drifts: the naive baseline ran 53.6-72.2 texts/s in three runs within
+25 minutes); each level's ratio is the median of the rounds' ratios, its texts/s and latencies
+the medians of the rounds'. Then the nerflow/naive throughput ratios. Writes bench/load_results.json.
 
-    .venv/bin/python bench/load.py [--model-tag nerflow-ner:<v> | --model-dir DIR] [--seconds 20]
+    .venv/bin/python bench/load.py [--model-tag nerflow-ner:<v> | --model-dir DIR] [--seconds 10] [--rounds 3]
 
 Model: --model-tag from the store at $BENTOML_HOME (default .bentoml), else the registry's
 production model, else --model-dir (an HF folder, stored as a model for the run).
@@ -22,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -196,6 +200,17 @@ def measure(name: str, server: Server, path: str, corpus: list[str], seconds: fl
         return rows, f1
 
 
+def median_row(rows: list[dict]) -> dict:
+    """One level's rounds as one row: the median of each rate and latency, requests and errors summed."""
+    out = dict(rows[0])
+    for key in ("seconds", "requests_per_second", "texts_per_second", "p50_ms", "p99_ms"):
+        values = [r[key] for r in rows if r[key] is not None]
+        out[key] = round(statistics.median(values), 1) if values else None
+    out["requests"] = sum(r["requests"] for r in rows)
+    out["errors"] = {k: sum(r["errors"].get(k, 0) for r in rows) for k in sorted({k for r in rows for k in r["errors"]})}
+    return out
+
+
 def resolve_model(args) -> tuple[str, Path]:
     from nerflow.registry import Registry
 
@@ -215,11 +230,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-tag")
     ap.add_argument("--model-dir")
-    ap.add_argument("--seconds", type=float, default=20.0, help="per level (default 20)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="per level and round (default 10)")
+    ap.add_argument("--rounds", type=int, default=3, help="times the two servers alternate (default 3)")
     ap.add_argument("--max-requests", type=int, default=20000, help="per level (default 20000)")
     ap.add_argument("--texts-per-request", default="1,8", help="request sizes to test, comma-separated (default 1,8)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "load_results.json"))
     args = ap.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        ap.error("--rounds must be at least 1 and --seconds over 0")
     from nerflow.params import configure, load_params
 
     configure(load_params(ROOT / "params.yaml"))
@@ -231,19 +249,29 @@ def main(argv=None) -> int:
     plain = logs / "model"
     shutil.copytree(model_dir, plain, ignore=shutil.ignore_patterns("model.yaml"))
     sizes = tuple(int(x) for x in args.texts_per_request.split(","))
-    naive, _ = measure("naive", Server("bench.naive_service:NaiveNER", {"NERFLOW_MODEL_DIR": str(plain)}, logs / "naive.log"),
-                       "/extract", corpus, args.seconds, args.max_requests, sizes)
-    ours, fidelity = measure("nerflow", Server("serving.service:NERService", {"NERFLOW_MODEL_TAG": tag}, logs / "nerflow.log"),
-                             "/extract", corpus, args.seconds, args.max_requests, sizes, fidelity=model_dir)
-    ratios = {f"{n['texts_per_request']} text(s)/request, {n['clients']} clients":
-              round(o["texts_per_second"] / max(n["texts_per_second"], 1e-9), 2) for n, o in zip(naive, ours)}
-    print("throughput ratio nerflow/naive (texts/s):")
-    for key, ratio in ratios.items():
-        print(f"  {key}: {ratio}x")
+    rounds, fidelity = [], None
+    for r in range(1, args.rounds + 1):
+        print(f"round {r} of {args.rounds}", flush=True)
+        naive, _ = measure("naive", Server("bench.naive_service:NaiveNER", {"NERFLOW_MODEL_DIR": str(plain)},
+                                           logs / f"naive{r}.log"), "/extract", corpus, args.seconds, args.max_requests, sizes)
+        last = r == args.rounds  # the served F1 once, in the last round
+        ours, f1 = measure("nerflow", Server("serving.service:NERService", {"NERFLOW_MODEL_TAG": tag}, logs / f"nerflow{r}.log"),
+                           "/extract", corpus, args.seconds, args.max_requests, sizes, fidelity=model_dir if last else None)
+        fidelity = f1 or fidelity
+        rounds.append({"naive": naive, "nerflow": ours,
+                       "ratio": [round(o["texts_per_second"] / max(n["texts_per_second"], 1e-9), 2) for n, o in zip(naive, ours)]})
+    naive, ours = ([median_row([rd[side][i] for rd in rounds]) for i in range(len(rounds[0][side]))] for side in ("naive", "nerflow"))
+    ratios = {f"{n['texts_per_request']} text(s)/request, {n['clients']} clients": statistics.median(rd["ratio"][i] for rd in rounds)
+              for i, n in enumerate(naive)}
+    print(f"throughput ratio nerflow/naive (texts/s; the median of {args.rounds} rounds' ratios, each round's in brackets; "
+          "nerflow's p99 ms, the median of the rounds' and each round's):")
+    for i, (key, ratio) in enumerate(ratios.items()):
+        print(f"  {key}: {ratio}x {[rd['ratio'][i] for rd in rounds]}  p99 {ours[i]['p99_ms']} ms "
+              f"{[rd['nerflow'][i]['p99_ms'] for rd in rounds]}", flush=True)
     info = json.loads((model_dir / "nerflow.json").read_text())
     result = {"model": tag, "runtime": info.get("runtime", "torch"), "base_model": info.get("base_model"),
-              "cpu": cpu_flags(), "cores": os.cpu_count(), "seconds_per_level": args.seconds, "naive": naive, "nerflow": ours,
-              "throughput_ratio": ratios, "served_f1": fidelity}
+              "cpu": cpu_flags(), "cores": os.cpu_count(), "seconds_per_level": args.seconds, "rounds": args.rounds,
+              "naive": naive, "nerflow": ours, "throughput_ratio": ratios, "served_f1": fidelity, "each_round": rounds}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

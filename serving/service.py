@@ -20,6 +20,7 @@ NERFLOW_API_TOKEN (or NERFLOW_API_TOKEN_FILE) every endpoint but health, readine
 the page's files needs ``Authorization: Bearer <token>``. /metrics carries
 ``nerflow_model_info{model_tag=...}``. SIGTERM drains: requests in flight are answered, open
 connections are closed after their next answer (NERFLOW_DRAIN_SECONDS), then the worker stops.
+The batching polls its queue every NERFLOW_BATCH_POLL_MS (nerflow.guard.install_batch_poll).
 
 Which model: ``NERFLOW_MODEL_TAG`` if set (a built Bento sets it), else the registry's
 production model (``nerflow registry show``). From the repo root:
@@ -47,8 +48,10 @@ except ImportError:  # inside a Bento: the library travels as src/nerflow
 from nerflow.guard import (  # noqa: E402
     RequestGuard,
     api_token,
+    batch_poll_ms,
     install_client_error_filter,
     install_balance,
+    install_batch_poll,
     install_drain,
     max_request_bytes,
     publish_served_model,
@@ -154,6 +157,8 @@ class ModelInfo(BaseModel):
     created: str
     limits: dict
     workers: int
+    batch_poll_ms: float = Field(description="ms between two looks of the adaptive batching at its queue "
+                                             "(NERFLOW_BATCH_POLL_MS), as this worker's BentoML runs it")
     runtime: str = Field("torch", description="the inference runtime: onnx-int8, onnx or torch (nerflow.runtime)")
     truncation: dict = Field(default_factory=dict, description="text classification: max_length (sub-tokens), "
                                                               "how longer texts are cut, head_share")
@@ -200,6 +205,7 @@ class NERService:
             limits={"items_per_request": MAX_ITEMS, "characters_per_text": MAX_TEXT_CHARS,
                     "tokens_per_sentence": MAX_TOKENS, "characters_per_token": MAX_TOKEN_CHARS},
             workers=WORKERS,
+            batch_poll_ms=batch_poll_ms(),
             runtime="torch" if not isinstance(self.model.model, OnnxModel) else self.model.info["runtime"],
             truncation={"max_length": self.model.max_length, "mode": self.model.truncation,
                         "head_share": self.model.head_share} if text else {},
@@ -275,5 +281,6 @@ class NERService:
 # as one warning line (nerflow.guard)
 NERService.add_asgi_middleware(RequestGuard, token=api_token(), max_bytes=max_request_bytes())
 install_client_error_filter()
+install_batch_poll()  # before the first request: each worker's dispatcher polls its queue every NERFLOW_BATCH_POLL_MS
 install_drain()  # SIGTERM: keep-alive connections are closed after their next answer, not dropped
 install_balance(WORKERS)  # the workers' keep-alive connections stay evenly spread

@@ -3,6 +3,7 @@ health and metrics, concurrency, the page in headless Chromium, and fuzzing of t
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -129,6 +130,34 @@ def test_model_info(server, library_run):
     assert info["metrics"]["f1"] == pytest.approx(json.loads(library_run["metrics"].read_text())["f1"])
     assert info["labels"][0] == "O" and "B-PER" in info["labels"] and info["level"] == "word"
     assert info["limits"]["items_per_request"] == 32
+    from nerflow.guard import DEFAULT_BATCH_POLL_MS
+
+    # the worker's own BentoML dispatcher polls at nerflow's interval, not BentoML's 1 ms
+    assert info["batch_poll_ms"] == DEFAULT_BATCH_POLL_MS != 1.0
+
+
+def test_batch_poll_interval_is_set_on_bentomls_dispatcher_and_bad_values_are_named(monkeypatch):
+    import inspect
+
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+    from nerflow import NerflowError
+    from nerflow.guard import DEFAULT_BATCH_POLL_MS, batch_poll_ms, install_batch_poll
+
+    # the dispatcher reads the attribute at every poll: a BentoML that stops doing so fails here
+    assert inspect.getsource(CorkDispatcher.controller).count("asyncio.sleep(self.TICKET_INTERVAL)") >= 2
+    monkeypatch.setattr(CorkDispatcher, "TICKET_INTERVAL", CorkDispatcher.TICKET_INTERVAL)  # restored after
+    monkeypatch.delenv("NERFLOW_BATCH_POLL_MS", raising=False)
+    assert install_batch_poll() == DEFAULT_BATCH_POLL_MS and CorkDispatcher.TICKET_INTERVAL == DEFAULT_BATCH_POLL_MS / 1000
+    monkeypatch.setenv("NERFLOW_BATCH_POLL_MS", "2.5")
+    assert install_batch_poll() == 2.5 and batch_poll_ms() == 2.5 and CorkDispatcher.TICKET_INTERVAL == 0.0025
+    for bad, message in (("fast", "NERFLOW_BATCH_POLL_MS='fast': not a number of milliseconds"),
+                         ("0", "NERFLOW_BATCH_POLL_MS=0: must be over 0 and at most 100 milliseconds"),
+                         ("500", "NERFLOW_BATCH_POLL_MS=500: must be over 0")):
+        monkeypatch.setenv("NERFLOW_BATCH_POLL_MS", bad)
+        with pytest.raises(NerflowError, match=re.escape(message)):
+            install_batch_poll()
+        assert CorkDispatcher.TICKET_INTERVAL == 0.0025  # a bad value leaves the interval as it was
 
 
 def test_health_readiness_metrics_and_openapi(server):
