@@ -21,10 +21,10 @@ shared-memory file; a worker holding more than its share (total / workers, round
 most one request per 0.1 s with ``Connection: close``, and the client's new connection is accepted
 by either worker, until the split is even.
 
-BentoML's adaptive batching looks at its queue every millisecond while the model is busy
-(``install_batch_poll``): on 2 cores each of those wake-ups took the core from the other thread
-of the same worker, the one running the model (about 950 involuntary context switches a second
-of the inference thread under load, measured in /proc). ``NERFLOW_BATCH_POLL_MS`` sets the
+BentoML's adaptive batching looks at its queue every millisecond while requests wait for a busy
+model (``install_batch_poll``): on 2 cores each of those wake-ups took the core from the other
+thread of the same worker, the one running the model (900-950 involuntary context switches a
+second of the inference thread under load, counted in /proc). ``NERFLOW_BATCH_POLL_MS`` sets the
 interval (default ``DEFAULT_BATCH_POLL_MS``).
 
 Settings (environment): ``NERFLOW_MAX_REQUEST_BYTES`` (default 4 MiB: 32 texts of 20,000
