@@ -149,21 +149,27 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     assert isinstance(served.model, OnnxModel)
     torch_tagger = WordTagger(out, runtime="torch")
     assert not isinstance(torch_tagger.model, OnnxModel)
-    # the packed layout: the tagger's windows go into rows of up to PACK_TOKENS tokens, and every token
-    # ONNX Runtime computes is a real one (padded batches of sorted windows computed 10-20% padding here)
-    from nerflow.runtime import PACK_TOKENS
+    # the blocks layout: the tagger's windows go into rows of up to PACK_TOKENS_MANY tokens, every token
+    # ONNX Runtime computes is a real one (padded batches of sorted windows computed 10-20% padding here),
+    # and attention runs within each window's block: far fewer scores than over whole rows
+    from nerflow.runtime import PACK_TOKENS_MANY
 
-    assert record["runtime_layout"] == "packed" and record["position_offset"] == 0 and served.model.packed
-    assert record["runtime_inputs"][:3] == ["input_ids", "segment_ids", "position_ids"]
+    assert record["runtime_layout"] == "blocks" and record["position_offset"] == 0 and served.model.packed
+    assert record["runtime_inputs"][:2] == ["input_ids", "position_ids"]
+    assert record["runtime_inputs"][-3:] == ["block_index", "block_bias", "token_slot"]
     runs, session_run = [], served.model.session.run
-    served.model.session.run = lambda names, feed: runs.append(feed["input_ids"].shape) or session_run(names, feed)
+    served.model.session.run = lambda names, feed: runs.append(
+        (*feed["input_ids"].shape, *feed["block_index"].shape)) or session_run(names, feed)
     a, b = served.predict(tokens, distributions=True), torch_tagger.predict(tokens, distributions=True)
     served.model.session.run = session_run
     from nerflow.align import encode_words
 
     windows = encode_words(served.tokenizer, tokens, served.max_length, served.stride).input_ids
-    assert all(rows == 1 for rows, _ in runs) and sum(width for _, width in runs) == sum(len(w) for w in windows)
-    assert len(runs) < 0.8 * len(windows) and max(width for _, width in runs) <= max(PACK_TOKENS, max(map(len, windows)))
+    assert all(rows == 1 for rows, *_ in runs) and sum(width for _, width, *_ in runs) == sum(len(w) for w in windows)
+    assert sum(texts for *_, texts, _ in runs) == len(windows)
+    assert len(runs) < 0.8 * len(windows) and max(width for _, width, *_ in runs) <= max(PACK_TOKENS_MANY, max(map(len, windows)))
+    scores, whole_rows = sum(n * longest ** 2 for *_, n, longest in runs), sum(width ** 2 for _, width, *_ in runs)
+    assert scores < 0.5 * whole_rows, (scores, whole_rows)
     assert a[0] == b[0]
     diff = max(abs(x - y) for ra, rb in zip(a[2], b[2]) for da, db in zip(ra, rb) if da is not None for x, y in zip(da, db))
     assert diff < 1e-4
@@ -384,8 +390,10 @@ def test_quantize_rows_rounds_each_token_on_its_own_scale_and_zero_point(tmp_pat
 def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(tmp_path):
     """Texts packed one after another into one row (a token attends only to its own text, positions
     restart per text) get the logits each has alone, for BERT, XLM-R (positions from padding_idx + 1),
-    DistilBERT and ELECTRA; an encoder that cannot take it (DeBERTa-v2: relative positions, no
-    position_ids) is exported padded, as before. A row longer than the budget runs alone."""
+    DistilBERT and ELECTRA, in the blocks layout (attention within each text's block, the texts
+    sorted by length) and the earlier packed one (a masked attention over the row; older exports);
+    an encoder that cannot take it (DeBERTa-v2: relative positions, no position_ids) is exported
+    padded, as before. A row longer than the budget runs alone."""
     pytest.importorskip("onnxruntime")
     import torch
     from transformers import (AutoModelForTokenClassification, BertConfig, BertTokenizer, DebertaV2Config,
@@ -405,23 +413,27 @@ def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(
         "deberta-v2": (DebertaV2Config(**layers), None),
     }
     rows = [[2, 5, 6, 7, 3], [2, 8, 3], [2] + list(range(5, 15)) * 3 + [3], [2, 9, 10, 11, 12, 13, 3]]
-    for name, (config, offset) in families.items():
+    cases = [(name, layout) for name in families for layout in ("blocks", "packed")]
+    for name, layout in cases:
+        config, offset = families[name]
         torch.manual_seed(0)
         model = AutoModelForTokenClassification.from_config(config).eval()
-        out = tmp_path / name
+        out = tmp_path / f"{name}-{layout}"
         out.mkdir()
-        record = export(model, tokenizer, out, "onnx")
+        record = export(model, tokenizer, out, "onnx", layout=layout)
         with torch.no_grad():
             alone = [model(input_ids=torch.tensor([r])).logits[0].numpy() for r in rows]
         session = OnnxModel(out, record, config=config)
         if offset is None:
             assert "runtime_layout" not in record and not session.packed, name
         else:
-            assert record["runtime_layout"] == "packed" and record["position_offset"] == offset, (name, record)
+            assert record["runtime_layout"] == layout and record["position_offset"] == offset, (name, record)
+            assert ("block_index" in record["runtime_inputs"]) == (layout == "blocks")
             runs, session_run = [], session.session.run
             session.session.run = lambda names, feed: runs.append(feed["input_ids"].shape[1]) or session_run(names, feed)
             packed = session.packed_logits(rows, budget=20)
-            assert runs == [5 + 3, 32, 7], (name, runs)  # the 32-token row alone, over the budget of 20
+            # blocks: sorted by length, 3 + 5 + 7 in one row; the earlier layout as they come; the 32-token row alone
+            assert runs == ([3 + 5 + 7, 32] if layout == "blocks" else [5 + 3, 32, 7]), (name, layout, runs)
             assert np.abs(packed - np.concatenate(alone)).max() < 1e-4, name
         # a padded batch (evaluate's and the dev check's way) is taken by either layout
         width = max(len(r) for r in rows)

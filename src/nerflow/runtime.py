@@ -13,8 +13,11 @@
   the feed-forward output projections in fp32 (``INT8_EXPORTS``; see ``export``).
 
 Token-classification exports take texts packed one after another into a row (``runtime_layout:
-packed`` in nerflow.json; ``OnnxModel.packed_logits``): no padding is computed, and each text's
-logits are those it has alone. Encoders that cannot take it (no ``position_ids``) are exported padded.
+blocks`` in nerflow.json; ``OnnxModel.packed_logits``): the matrix products compute no padding, and
+attention runs within each text only (its tokens gathered into blocks, ``_block_attention``), so
+each text's logits are those it has alone. Exports before it (``runtime_layout: packed``) attend
+over the whole row with a mask; they still load. Encoders that cannot take either (no
+``position_ids``, attention not through transformers' attention interface) are exported padded.
 
 The train step exports the model it saves (``export``); its ``nerflow.json`` records the
 runtime and the file, so evaluate scores the model exactly as the service will run it, and the
@@ -39,12 +42,19 @@ INT8_EXPORTS = ("all int8", "feed-forward outputs fp32")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # tokens in one packed row (OnnxModel.packed_logits). Short texts packed by the hundred: the service's
 # batches of 8-32 CoNLL sentences ran 15-27% faster than padded batches, single thread, all-int8 (96-160
-# tokens within 3% of one another; 256: attention, quadratic in a row's length, eats the gain)
+# tokens within 3% of one another with attention over the whole row)
 PACK_TOKENS = 128
+# the blocks layout, texts sorted by length: with over PACK_MANY texts to a call, rows of PACK_TOKENS_MANY
+# (attention grows with the texts' lengths, not the row's). Single thread, all-int8, the main job's model,
+# random CoNLL test sentences, against rows of 128 with attention over the row: 64 texts a call +5-7%
+# (rows of 256), +4-6% (192); 8-16 texts: 256 -2 to -4%, 128 within 1% (so 128 there)
+PACK_MANY = 16
+PACK_TOKENS_MANY = 256
+LAYOUTS = ("blocks", "packed")  # the packed layouts, the current first
 
 
 def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, max_drop: float = 0.003,
-           reference: float | None = None) -> dict[str, Any]:
+           reference: float | None = None, layout: str = LAYOUTS[0]) -> dict[str, Any]:
     """Write ``model`` (a transformers model in eval mode, on CPU) as ``FILES[runtime]`` into
     ``out_dir``; nothing for torch. What nerflow.json records of it.
 
@@ -54,7 +64,9 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     does (without ``dev_score``: fp32, nothing to check int8 against). The file not chosen is
     removed; ``runtime_check`` records the scores. ``reference``: ``model``'s own dev
     score when training already measured it (the kept best checkpoint): fp32 is not scored again,
-    as its export scores what torch does (tests/test_runtime.py; the check took 70 -> 33 s on the main job)."""
+    as its export scores what torch does (tests/test_runtime.py; the check took 70 -> 33 s on the main job).
+    ``layout``: the packed layout tried first (``LAYOUTS``; ``packed``, the earlier one, for tests
+    of models exported before ``blocks``); a model that cannot take it is tried padded."""
     import torch
 
     if runtime == "torch":
@@ -79,11 +91,14 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = model.float()
-        packing = _packing(model, tokenizer, names) if token_level else None
+        packing = _packing(model, tokenizer, names, layout) if token_level else None
         if packing is not None:  # texts packed into rows: no padding computed (``OnnxModel.packed_logits``)
             offset, names, args = packing
-            record = {"runtime_layout": "packed", "position_offset": offset}
+            record = {"runtime_layout": layout, "position_offset": offset}
             axes = {k: {0: "rows", 1: "sequence"} for k in (*names, "logits")}
+            if layout == "blocks":
+                axes.update(block_index={0: "texts", 1: "longest"}, block_bias={0: "texts", 1: "longest"},
+                            token_slot={0: "sequence"})
         torch.onnx.export(_Logits(model, names), args, str(fp32), input_names=list(names), output_names=["logits"],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
     model.train(was_training)
@@ -119,10 +134,14 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
 
 def _Logits(inner, names):
     """A torch module giving ``inner``'s logits as a plain tensor, its inputs named in the order of
-    ``names``. With ``segment_ids`` among them (the packed layout), a row holds several texts one
-    after another: segment k (1, 2, ...) is the k-th text, 0 padding, and a token attends only to
-    the tokens of its own segment (an additive 4-D mask; transformers takes a 4-D mask as given);
-    ``position_ids`` restart for every text. Each text's logits are then those it has alone."""
+    ``names``. A row may hold several texts one after another (``position_ids`` restart for every
+    text), and a token attends only to the tokens of its own text, so that each text's logits are
+    those it has alone:
+
+    - ``block_index`` among the names (``blocks``): attention by ``_block_attention``, each text's
+      tokens gathered into a block of their own;
+    - ``segment_ids`` (``packed``, the earlier layout): segment k (1, 2, ...) is the k-th text, 0
+      padding; attention over the whole row with an additive 4-D mask (transformers takes one as given)."""
     import torch
 
     class Logits(torch.nn.Module):
@@ -136,34 +155,76 @@ def _Logits(inner, names):
             if segments is not None:
                 same = segments[:, None, :, None] == segments[:, None, None, :]
                 inputs["attention_mask"] = torch.where(same, 0.0, torch.finfo(torch.float32).min)
-            return self.inner(**inputs).logits
+            if "block_index" not in inputs:
+                return self.inner(**inputs).logits
+            config = self.inner.config
+            before = config._attn_implementation
+            _register_block_attention()
+            config._attn_implementation = BLOCK_ATTENTION
+            try:  # a 4-D mask is passed through untouched, and ignored: the blocks are the mask
+                return self.inner(**inputs, attention_mask=torch.zeros(1, 1, 1, 1)).logits
+            finally:
+                config._attn_implementation = before
 
     return Logits()
 
 
-def _packing(model, tokenizer, names: list[str]):
-    """(position offset, input names, a traced sample) of the packed layout for ``model``, or
+BLOCK_ATTENTION = "nerflow_blocks"
+
+
+def _block_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, block_index=None,
+                     block_bias=None, token_slot=None, **_):
+    """Attention within each text of a packed row (transformers' attention interface; query, key,
+    value [1, heads, tokens, head size]): ``block_index`` [texts, longest] gathers each text's
+    tokens into a block (padded to the longest text), ``block_bias`` [texts, longest] (0, or the
+    lowest float for padding) masks the padding keys, ``token_slot`` [tokens] takes each token's
+    output back from its block. Its cost grows with the texts' lengths, not the row's (a row of
+    128 tokens holding six CoNLL sentences: 6 x 21^2 scores a head instead of 128^2)."""
+    import torch
+
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    q, k, v = (x[:, :, block_index] for x in (query, key, value))  # [1, heads, texts, longest, head size]
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling + block_bias[:, None, :]
+    out = torch.matmul(torch.softmax(scores, -1), v).flatten(2, 3)[:, :, token_slot]  # [1, heads, tokens, size]
+    return out.transpose(1, 2), None
+
+
+def _register_block_attention():
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(BLOCK_ATTENTION, _block_attention)
+
+
+def _packing(model, tokenizer, names: list[str], layout: str = LAYOUTS[0]):
+    """(position offset, input names, a traced sample) of the packed ``layout`` for ``model``, or
     None when it cannot take it. The offset is the position of a text's first token (0 for
     BERT-likes; RoBERTa-likes count from padding_idx + 1): the one with which three texts packed
     in one row get, token for token, the logits each has alone in a padded batch. A model that
-    takes no ``position_ids`` or 4-D mask, or matches with no offset, is exported padded."""
+    takes no ``position_ids`` (or 4-D mask, or attention function), or matches with no offset,
+    is exported padded."""
     import torch
 
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown packed layout {layout!r} (one of {', '.join(LAYOUTS)})")
     enc = tokenizer(["a b c d", "e", "f g"], padding=True, return_tensors="pt")
     mask = enc["attention_mask"].bool()
     lengths = mask.sum(1).tolist()
     alone = model(**{k: enc[k] for k in names if k in enc}).logits
     want = torch.cat([alone[i][mask[i]] for i in range(len(lengths))])
-    packed_names = ["input_ids", "segment_ids", "position_ids"] + [k for k in names if k == "token_type_ids"]
+    types = [k for k in names if k == "token_type_ids"]
+    packed_names = (["input_ids", "position_ids", *types, "block_index", "block_bias", "token_slot"] if layout == "blocks"
+                    else ["input_ids", "segment_ids", "position_ids", *types])
     rows = [enc["input_ids"][i][mask[i]].tolist() for i in range(len(lengths))]
-    types = [enc["token_type_ids"][i][mask[i]].tolist() for i in range(len(lengths))] if "token_type_ids" in enc else None
+    type_rows = [enc["token_type_ids"][i][mask[i]].tolist() for i in range(len(lengths))] if "token_type_ids" in enc else None
     pad = getattr(model.config, "pad_token_id", None)
+    build = _block_feed if layout == "blocks" else _packed_feed
     for offset in dict.fromkeys((0, 1 + (pad or 0))):
-        feed = _packed_feed(rows, offset, types)
+        feed = build(rows, offset, type_rows)
         args = tuple(torch.from_numpy(feed[k]) for k in packed_names)
         try:
             got = _Logits(model, packed_names)(*args)[0]
-        except (TypeError, ValueError, RuntimeError, IndexError):  # no position_ids / no 4-D mask
+        except (TypeError, ValueError, RuntimeError, IndexError, KeyError):  # no position_ids / 4-D mask / interface
             return None
         if got.shape == want.shape and torch.allclose(got, want, atol=1e-4):
             return offset, packed_names, args
@@ -183,6 +244,25 @@ def _packed_feed(rows: Sequence[Sequence[int]], offset: int, type_rows: Sequence
             "position_ids": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])[None] + offset,
             "token_type_ids": (np.zeros((1, total), np.int64) if type_rows is None else
                                np.fromiter((t for r in type_rows for t in r), np.int64, total)[None])}
+
+
+def _block_feed(rows: Sequence[Sequence[int]], offset: int, type_rows: Sequence[Sequence[int]] | None = None):
+    """The blocks layout's inputs for ``rows`` one after another in one row: ``_packed_feed``'s
+    ``input_ids``, ``position_ids`` and ``token_type_ids``, and the blocks ``_block_attention``
+    reads: ``block_index`` (text i's tokens in row i, padded with token 0), ``block_bias`` (0 on a
+    token, the lowest float on padding), ``token_slot`` (each token's place in the flattened blocks)."""
+    import numpy as np
+
+    feed = _packed_feed(rows, offset, type_rows)
+    del feed["segment_ids"]
+    lengths = np.array([len(r) for r in rows], np.int64)
+    longest, starts = int(lengths.max()), np.cumsum(lengths) - lengths
+    columns = np.arange(longest, dtype=np.int64)
+    inside = columns[None] < lengths[:, None]
+    feed["block_index"] = np.where(inside, starts[:, None] + columns[None], 0)
+    feed["block_bias"] = np.where(inside, np.float32(0), np.finfo(np.float32).min).astype(np.float32)
+    feed["token_slot"] = (np.arange(len(rows), dtype=np.int64)[:, None] * longest + columns[None])[inside]
+    return feed
 
 
 def feed_forward_outputs(onnx_file: Path, config) -> list[str]:
@@ -326,13 +406,23 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         # packed: a row holds several texts (export, _Logits); a padded batch is still taken (below)
-        self.packed = info.get("runtime_layout") == "packed"
+        self.layout = info.get("runtime_layout")
+        self.packed = self.layout in LAYOUTS
         self.position_offset = int(info.get("position_offset", 0))
 
     def __call__(self, **batch):
         import torch
 
-        if self.packed:  # a right-padded batch: each row one text (segment 1, padding 0), positions from 0
+        if self.layout == "blocks":  # a right-padded batch: its texts packed, their logits put back in place
+            lengths = batch["attention_mask"].sum(1).tolist()
+            ids = batch["input_ids"].tolist()
+            types = batch["token_type_ids"].tolist() if "token_type_ids" in self.inputs else None
+            flat = self.packed_logits([r[:n] for r, n in zip(ids, lengths)],
+                                      None if types is None else [r[:n] for r, n in zip(types, lengths)])
+            logits = torch.zeros(*batch["input_ids"].shape, flat.shape[-1])
+            logits[batch["attention_mask"].bool()] = torch.from_numpy(flat)
+            return SimpleNamespace(logits=logits)
+        if self.packed:  # the earlier packed layout: each row one text (segment 1, padding 0), positions from 0
             mask = batch["attention_mask"]
             positions = torch.arange(mask.shape[1], dtype=torch.int64) + self.position_offset
             batch = {**batch, "segment_ids": mask, "position_ids": positions.expand(mask.shape).contiguous()}
@@ -340,22 +430,39 @@ class OnnxModel:
         return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
 
     def packed_logits(self, rows: Sequence[Sequence[int]], type_rows: Sequence[Sequence[int]] | None = None,
-                      budget: int = PACK_TOKENS):
+                      budget: int | None = None):
         """The logits of every token of ``rows`` (lists of token ids, unpadded), rows one after
-        another in one array: consecutive rows are packed into sequences of up to ``budget`` tokens
-        (a longer row alone), one run each. No padding is computed, and the matrix products get
-        more than one short text's tokens at a time."""
+        another in one array: rows are packed into sequences of up to ``budget`` tokens (a longer
+        row alone), one run each. No padding is computed, and the matrix products get more than
+        one short text's tokens at a time. The blocks layout packs the rows sorted by length (each
+        text's attention block then about as long as the others'), ``PACK_TOKENS_MANY`` tokens a
+        sequence when more than ``PACK_MANY`` rows come at once, else ``PACK_TOKENS``; the earlier
+        layout packs them as they come, ``PACK_TOKENS``."""
         import numpy as np
 
-        parts, start = [], 0
-        while start < len(rows):
-            end, total = start + 1, len(rows[start])
-            while end < len(rows) and total + len(rows[end]) <= budget:
-                total, end = total + len(rows[end]), end + 1
-            feed = _packed_feed(rows[start:end], self.position_offset, None if type_rows is None else type_rows[start:end])
-            parts.append(self.session.run(["logits"], {k: feed[k] for k in self.inputs})[0][0])
-            start = end
-        return np.concatenate(parts) if parts else np.zeros((0, self.config.num_labels), np.float32)
+        blocks = self.layout == "blocks"
+        if budget is None:
+            budget = PACK_TOKENS_MANY if blocks and len(rows) > PACK_MANY else PACK_TOKENS
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i])) if blocks else range(len(rows))
+        lengths = np.array([len(r) for r in rows], np.int64)
+        starts = np.cumsum(lengths) - lengths
+        out = np.zeros((int(lengths.sum()), self.config.num_labels), np.float32)
+        build = _block_feed if blocks else _packed_feed
+        order, k = list(order), 0
+        while k < len(order):
+            end, total = k + 1, len(rows[order[k]])
+            while end < len(order) and total + len(rows[order[end]]) <= budget:
+                total, end = total + len(rows[order[end]]), end + 1
+            part = order[k:end]
+            feed = build([rows[i] for i in part], self.position_offset,
+                         None if type_rows is None else [type_rows[i] for i in part])
+            logits = self.session.run(["logits"], {name: feed[name] for name in self.inputs})[0][0]
+            at = 0
+            for i in part:
+                out[starts[i]:starts[i] + lengths[i]] = logits[at:at + lengths[i]]
+                at += lengths[i]
+            k = end
+        return out
 
     def to(self, _device):
         return self
