@@ -391,13 +391,14 @@ def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(
     """Texts packed one after another into one row (a token attends only to its own text, positions
     restart per text) get the logits each has alone, for BERT, XLM-R (positions from padding_idx + 1),
     DistilBERT and ELECTRA, in the blocks layout (attention within each text's block, the texts
-    sorted by length) and the earlier packed one (a masked attention over the row; older exports);
+    sorted by length) and the earlier packed one (a masked attention over the row; older exports,
+    and MPNet, whose attention does not go through transformers' attention interface);
     an encoder that cannot take it (DeBERTa-v2: relative positions, no position_ids) is exported
     padded, as before. A row longer than the budget runs alone."""
     pytest.importorskip("onnxruntime")
     import torch
     from transformers import (AutoModelForTokenClassification, BertConfig, BertTokenizer, DebertaV2Config,
-                              DistilBertConfig, ElectraConfig, XLMRobertaConfig)
+                              DistilBertConfig, ElectraConfig, MPNetConfig, XLMRobertaConfig)
 
     from nerflow.runtime import OnnxModel, export
 
@@ -411,7 +412,9 @@ def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(
         "distilbert": (DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **size), 0),
         "electra": (ElectraConfig(embedding_size=16, **layers), 0),
         "deberta-v2": (DebertaV2Config(**layers), None),
+        "mpnet": (MPNetConfig(**layers), 2),  # RoBERTa-like positions; no attention interface: the earlier packed layout, even when blocks are asked
     }
+    earlier_only = {"mpnet"}
     rows = [[2, 5, 6, 7, 3], [2, 8, 3], [2] + list(range(5, 15)) * 3 + [3], [2, 9, 10, 11, 12, 13, 3]]
     cases = [(name, layout) for name in families for layout in ("blocks", "packed")]
     for name, layout in cases:
@@ -427,13 +430,14 @@ def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(
         if offset is None:
             assert "runtime_layout" not in record and not session.packed, name
         else:
-            assert record["runtime_layout"] == layout and record["position_offset"] == offset, (name, record)
-            assert ("block_index" in record["runtime_inputs"]) == (layout == "blocks")
+            got = "packed" if name in earlier_only else layout
+            assert record["runtime_layout"] == got and record["position_offset"] == offset, (name, record)
+            assert ("block_index" in record["runtime_inputs"]) == (got == "blocks")
             runs, session_run = [], session.session.run
             session.session.run = lambda names, feed: runs.append(feed["input_ids"].shape[1]) or session_run(names, feed)
             packed = session.packed_logits(rows, budget=20)
             # blocks: sorted by length, 3 + 5 + 7 in one row; the earlier layout as they come; the 32-token row alone
-            assert runs == ([3 + 5 + 7, 32] if layout == "blocks" else [5 + 3, 32, 7]), (name, layout, runs)
+            assert runs == ([3 + 5 + 7, 32] if got == "blocks" else [5 + 3, 32, 7]), (name, layout, runs)
             assert np.abs(packed - np.concatenate(alone)).max() < 1e-4, name
         # a padded batch (evaluate's and the dev check's way) is taken by either layout
         width = max(len(r) for r in rows)

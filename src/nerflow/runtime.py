@@ -15,9 +15,10 @@
 Token-classification exports take texts packed one after another into a row (``runtime_layout:
 blocks`` in nerflow.json; ``OnnxModel.packed_logits``): the matrix products compute no padding, and
 attention runs within each text only (its tokens gathered into blocks, ``_block_attention``), so
-each text's logits are those it has alone. Exports before it (``runtime_layout: packed``) attend
-over the whole row with a mask; they still load. Encoders that cannot take either (no
-``position_ids``, attention not through transformers' attention interface) are exported padded.
+each text's logits are those it has alone. The earlier layout (``runtime_layout: packed``) attends
+over the whole row with a mask: exports from before ``blocks`` still load, and encoders whose
+attention does not go through transformers' attention interface are exported so. Encoders that
+take neither (no ``position_ids``) are exported padded.
 
 The train step exports the model it saves (``export``); its ``nerflow.json`` records the
 runtime and the file, so evaluate scores the model exactly as the service will run it, and the
@@ -66,7 +67,8 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     score when training already measured it (the kept best checkpoint): fp32 is not scored again,
     as its export scores what torch does (tests/test_runtime.py; the check took 70 -> 33 s on the main job).
     ``layout``: the packed layout tried first (``LAYOUTS``; ``packed``, the earlier one, for tests
-    of models exported before ``blocks``); a model that cannot take it is tried padded."""
+    of models exported before ``blocks``); a model that cannot take it is tried with the layouts
+    after it in ``LAYOUTS``, then padded."""
     import torch
 
     if runtime == "torch":
@@ -91,8 +93,15 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = model.float()
-        packing = _packing(model, tokenizer, names, layout) if token_level else None
-        if packing is not None:  # texts packed into rows: no padding computed (``OnnxModel.packed_logits``)
+        # texts packed into rows: no padding computed (``OnnxModel.packed_logits``); the blocks layout needs
+        # transformers' attention interface, which some encoders do not call (MPNet, RemBERT, RoFormer,
+        # SqueezeBERT in transformers 5.23): those take the earlier packed layout, as they did before it
+        packing = None
+        for layout in LAYOUTS[LAYOUTS.index(layout):] if token_level else ():
+            packing = _packing(model, tokenizer, names, layout)
+            if packing is not None:
+                break
+        if packing is not None:
             offset, names, args = packing
             record = {"runtime_layout": layout, "position_offset": offset}
             axes = {k: {0: "rows", 1: "sequence"} for k in (*names, "logits")}
