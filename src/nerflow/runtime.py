@@ -449,20 +449,19 @@ class OnnxModel:
         layout packs them as they come, ``PACK_TOKENS``."""
         import numpy as np
 
+        from nerflow.align import pack_documents
+
         blocks = self.layout == "blocks"
         if budget is None:
             budget = PACK_TOKENS_MANY if blocks and len(rows) > PACK_MANY else PACK_TOKENS
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i])) if blocks else range(len(rows))
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i])) if blocks else list(range(len(rows)))
         lengths = np.array([len(r) for r in rows], np.int64)
         starts = np.cumsum(lengths) - lengths
         out = np.zeros((int(lengths.sum()), self.config.num_labels), np.float32)
         build = _block_feed if blocks else _packed_feed
-        order, k = list(order), 0
-        while k < len(order):
-            end, total = k + 1, len(rows[order[k]])
-            while end < len(order) and total + len(rows[order[end]]) <= budget:
-                total, end = total + len(rows[order[end]]), end + 1
-            part = order[k:end]
+        # consecutive rows (in ``order``) up to the budget, a longer one alone: pack_documents with one document
+        for group in pack_documents([(0, 0)] * len(order), [len(rows[i]) for i in order], budget):
+            part = [order[j] for j in group]
             feed = build([rows[i] for i in part], self.position_offset,
                          None if type_rows is None else [type_rows[i] for i in part])
             logits = self.session.run(["logits"], {name: feed[name] for name in self.inputs})[0][0]
@@ -470,7 +469,6 @@ class OnnxModel:
             for i in part:
                 out[starts[i]:starts[i] + lengths[i]] = logits[at:at + lengths[i]]
                 at += lengths[i]
-            k = end
         return out
 
     def to(self, _device):
