@@ -206,7 +206,9 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     initializers = {t.name for t in graph.initializer}
     assert not [n for n in graph.node if n.op_type == "MatMul" and any(i in initializers for i in n.input)]
     ops = [n.op_type for n in graph.node]
-    assert ops.count("MatMulInteger") == 6 * 2 + 1 and "DynamicQuantizeLinear" not in ops
+    # the integer product, its conversion and the weight's scales in one ONNX Runtime kernel each
+    assert ops.count("MatMulIntegerToFloat") == 6 * 2 + 1 and "DynamicQuantizeLinear" not in ops
+    assert "MatMulInteger" not in ops
     # one QuantizeLinear per row-quantized input (q, k and v share theirs once ONNX Runtime merges
     # the equal nodes; here written per MatMul), with a zero point per token for the 2 feed-forward outputs
     assert ops.count("QuantizeLinear") == 6 * 2 + 1 and ops.count("ReduceMin") == 2

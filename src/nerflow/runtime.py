@@ -295,10 +295,11 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymme
     output channel, to ``weight_bits`` bits (7: ONNX Runtime's advice for x86 CPUs without VNNI,
     whose u8 x s8 kernel adds pairs of products in 16 bits, which 8-bit weights can saturate); the
     activations rounded at run time with one scale per row (token) by ``QuantizeLinear`` on a 2-D
-    view (per axis 0), feeding ``MatMulInteger``: zero point 128, symmetric, or, for the nodes in
-    ``asymmetric``, a zero point per row, so that inputs far from symmetric (a GELU's output:
-    -0.17 up, the feed-forward output projections' input) use all 256 steps, not 128. The number
-    of MatMuls quantized.
+    view (per axis 0), feeding ONNX Runtime's ``MatMulIntegerToFloat`` (the integer product, its
+    conversion to float and the weight's scales in one kernel; then one Mul by the row scales):
+    zero point 128, symmetric, or, for the nodes in ``asymmetric``, a zero point per row, so that
+    inputs far from symmetric (a GELU's output: -0.17 up, the feed-forward output projections'
+    input) use all 256 steps, not 128. The number of MatMuls quantized.
 
     Not ONNX Runtime's ``quantize_dynamic``: it gives a whole batch tensor one activation scale,
     and in BERT-likes the [CLS]/[SEP] tokens carry activations 5-10x larger than the words'
@@ -320,7 +321,7 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymme
     weights = {t.name: t for t in graph.initializer if len(t.dims) == 2 and t.data_type == TensorProto.FLOAT}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     qmax = 2 ** (weight_bits - 1) - 1
-    constants = {"rowq_inv127": (1 / 127, np.float32), "rowq_inv255": (1 / 255, np.float32), "rowq_eps": (1e-12, np.float32),
+    constants = {"rowq_one": (1, np.float32), "rowq_inv127": (1 / 127, np.float32), "rowq_inv255": (1 / 255, np.float32), "rowq_eps": (1e-12, np.float32),
                  "rowq_0": (0, np.float32), "rowq_128": (128, np.float32), "rowq_zero_point": (128, np.uint8),
                  "rowq_last_axis": ([-1], np.int64), "rowq_flat": ([-1], np.int64)}
 
@@ -344,7 +345,9 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymme
         if node.name in asymmetric:
             # s = (max(hi, 0) - min(lo, 0)) / 255 per row, zero point z = -round(lo / s): x ~ s (x_q - z), and
             # y = s w_scale (x_q @ w_q - z colsum(w_q)), the correction a product of a row and a column
-            graph.initializer.append(numpy_helper.from_array(w_q.astype(np.float32).sum(0), f"{p}_colsum"))
+            # the correction in the weight's scales: MatMulIntegerToFloat's output is already in them
+            graph.initializer.append(numpy_helper.from_array((w_q.astype(np.float32).sum(0) * scale).astype(np.float32),
+                                                             f"{p}_colsum"))
             nodes += [reduce("ReduceMax", x, f"{p}_hi0"), reduce("ReduceMin", x, f"{p}_lo0"),
                       helper.make_node("Max", [f"{p}_hi0", "rowq_0"], [f"{p}_hi"]),
                       helper.make_node("Min", [f"{p}_lo0", "rowq_0"], [f"{p}_lo"]),
@@ -371,17 +374,21 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymme
             helper.make_node("Reshape", [f"{p}_s", "rowq_flat"], [f"{p}_s1"]),
             helper.make_node("QuantizeLinear", [f"{p}_x2", f"{p}_s1", f"{p}_zero_point"], [f"{p}_xq2"], axis=0),
             helper.make_node("Reshape", [f"{p}_xq2", f"{p}_shape"], [f"{p}_xq"])]
+        # (x_q - 128) @ w_q x w_scale (symmetric) or x_q @ w_q x w_scale (asymmetric, then the correction),
+        # in one kernel: 2-3% faster than MatMulInteger, a Cast and a Mul (blocks export, ONNX Runtime 1.31)
+        fused = helper.make_node("MatMulIntegerToFloat", [f"{p}_xq", f"{p}_w", "rowq_one", f"{p}_w_scale"] +
+                                 ([] if node.name in asymmetric else ["rowq_zero_point"]), [f"{p}_yw"],
+                                 domain="com.microsoft")
         if node.name in asymmetric:
-            nodes += [helper.make_node("MatMulInteger", [f"{p}_xq", f"{p}_w"], [f"{p}_yi"]),
-                      helper.make_node("Cast", [f"{p}_yi"], [f"{p}_yf"], to=TensorProto.FLOAT),
-                      helper.make_node("Add", [f"{p}_yf", f"{p}_correction"], [f"{p}_yc"])]
+            nodes += [fused, helper.make_node("Add", [f"{p}_yw", f"{p}_correction"], [f"{p}_yc"])]
         else:
-            nodes += [helper.make_node("MatMulInteger", [f"{p}_xq", f"{p}_w", "rowq_zero_point"], [f"{p}_yi"]),
-                      helper.make_node("Cast", [f"{p}_yi"], [f"{p}_yc"], to=TensorProto.FLOAT)]
-        nodes += [helper.make_node("Mul", [f"{p}_yc", f"{p}_s"], [f"{p}_ys"]),
-                  helper.make_node("Mul", [f"{p}_ys", f"{p}_w_scale"], [y], name=node.name)]
+            nodes += [fused]
+        nodes += [helper.make_node("Mul", [f"{p}_yc" if node.name in asymmetric else f"{p}_yw", f"{p}_s"], [y],
+                                   name=node.name)]
         done += 1
     graph.initializer.extend(numpy_helper.from_array(np.array(v, dtype), name) for name, (v, dtype) in constants.items())
+    if done and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     del graph.node[:]
     graph.node.extend(nodes)
     used = {i for n in graph.node for i in n.input}
