@@ -347,7 +347,7 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymme
             # y = s w_scale (x_q @ w_q - z colsum(w_q)), the correction a product of a row and a column
             # the correction in the weight's scales: MatMulIntegerToFloat's output is already in them
             graph.initializer.append(numpy_helper.from_array((w_q.astype(np.float32).sum(0) * scale).astype(np.float32),
-                                                             f"{p}_colsum"))
+                                                             f"{p}_colsum_w"))
             nodes += [reduce("ReduceMax", x, f"{p}_hi0"), reduce("ReduceMin", x, f"{p}_lo0"),
                       helper.make_node("Max", [f"{p}_hi0", "rowq_0"], [f"{p}_hi"]),
                       helper.make_node("Min", [f"{p}_lo0", "rowq_0"], [f"{p}_lo"]),
@@ -359,7 +359,7 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymme
                       helper.make_node("Neg", [f"{p}_minus_z"], [f"{p}_z"]),
                       helper.make_node("Reshape", [f"{p}_z", "rowq_flat"], [f"{p}_z1"]),
                       helper.make_node("Cast", [f"{p}_z1"], [f"{p}_zero_point"], to=TensorProto.UINT8),
-                      helper.make_node("Mul", [f"{p}_minus_z", f"{p}_colsum"], [f"{p}_correction"])]
+                      helper.make_node("Mul", [f"{p}_minus_z", f"{p}_colsum_w"], [f"{p}_correction"])]
         else:  # s = max|row| / 127, zero point 128
             nodes += [helper.make_node("Abs", [x], [f"{p}_abs"]), reduce("ReduceMax", f"{p}_abs", f"{p}_max"),
                       helper.make_node("Max", [f"{p}_max", "rowq_eps"], [f"{p}_max1"]),
@@ -379,12 +379,12 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymme
         fused = helper.make_node("MatMulIntegerToFloat", [f"{p}_xq", f"{p}_w", "rowq_one", f"{p}_w_scale"] +
                                  ([] if node.name in asymmetric else ["rowq_zero_point"]), [f"{p}_yw"],
                                  domain="com.microsoft")
+        nodes.append(fused)
+        product = f"{p}_yw"
         if node.name in asymmetric:
-            nodes += [fused, helper.make_node("Add", [f"{p}_yw", f"{p}_correction"], [f"{p}_yc"])]
-        else:
-            nodes += [fused]
-        nodes += [helper.make_node("Mul", [f"{p}_yc" if node.name in asymmetric else f"{p}_yw", f"{p}_s"], [y],
-                                   name=node.name)]
+            nodes.append(helper.make_node("Add", [product, f"{p}_correction"], [f"{p}_yc"]))
+            product = f"{p}_yc"
+        nodes.append(helper.make_node("Mul", [product, f"{p}_s"], [y], name=node.name))
         done += 1
     graph.initializer.extend(numpy_helper.from_array(np.array(v, dtype), name) for name, (v, dtype) in constants.items())
     if done and not any(o.domain == "com.microsoft" for o in model.opset_import):
