@@ -156,16 +156,20 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
 
     assert record["runtime_layout"] == "blocks" and record["position_offset"] == 0 and served.model.packed
     assert record["runtime_inputs"][:2] == ["input_ids", "position_ids"]
-    assert record["runtime_inputs"][-3:] == ["block_index", "block_bias", "token_slot"]
-    runs, session_run = [], served.model.session.run
+    assert record["runtime_inputs"][-6:] == ["block_index", "block_bias", "token_slot", "read_index", "read_block", "read_slot"]
+    runs, reads, session_run = [], [], served.model.session.run
     served.model.session.run = lambda names, feed: runs.append(
-        (*feed["input_ids"].shape, *feed["block_index"].shape)) or session_run(names, feed)
+        (*feed["input_ids"].shape, *feed["block_index"].shape)) or reads.append(len(feed["read_index"])) or session_run(names, feed)
     a, b = served.predict(tokens, distributions=True), torch_tagger.predict(tokens, distributions=True)
     served.model.session.run = session_run
     from nerflow.align import encode_words
 
     windows = encode_words(served.tokenizer, tokens, served.max_length, served.stride).input_ids
     assert all(rows == 1 for rows, *_ in runs) and sum(width for _, width, *_ in runs) == sum(len(w) for w in windows)
+    # the last layer computes each word's first sub-token only (the one its tags and probabilities come from)
+    words = encode_words(served.tokenizer, tokens, served.max_length, served.stride).word_ids
+    heads = sum(len({w for w in ids if w is not None}) for ids in words)
+    assert sum(reads) == heads < 0.9 * sum(len(w) for w in windows), (sum(reads), heads)
     assert sum(texts for *_, texts, _ in runs) == len(windows)
     assert len(runs) < 0.8 * len(windows) and max(width for _, width, *_ in runs) <= max(PACK_TOKENS_MANY, max(map(len, windows)))
     scores, whole_rows = sum(n * longest ** 2 for *_, n, longest in runs), sum(width ** 2 for _, width, *_ in runs)
@@ -194,7 +198,8 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     from nerflow.runtime import feed_forward_outputs
 
     ffn = feed_forward_outputs(out / "model.onnx", hf.config)
-    assert len(ffn) == hf.config.num_hidden_layers == 2 and all("/output/dense/" in k and "attention" not in k for k in ffn)
+    # (the last layer's: its read-tokens-only module's second output/dense)
+    assert len(ffn) == hf.config.num_hidden_layers == 2 and all("/output/dense" in k and "attention" not in k for k in ffn)
     assert record["int8_export"] == "all int8"
     fp32_graph = onnx.load(str(out / "model.onnx")).graph
     fp32_weights = {t.name: t for t in fp32_graph.initializer}
@@ -429,6 +434,9 @@ def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(
         with torch.no_grad():
             alone = [model(input_ids=torch.tensor([r])).logits[0].numpy() for r in rows]
         session = OnnxModel(out, record, config=config)
+        # BERT-likes compute their last layer for the tokens read only, when told which: the others
+        # (DistilBERT, MPNet: other layer modules) all tokens, as before
+        assert session.reads == (name in ("bert", "xlm-roberta", "electra") and layout == "blocks"), (name, layout)
         if offset is None:
             assert "runtime_layout" not in record and not session.packed, name
         else:
@@ -441,6 +449,14 @@ def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(
             # blocks: sorted by length, 3 + 5 + 7 in one row; the earlier layout as they come; the 32-token row alone
             assert runs == ([3 + 5 + 7, 32] if got == "blocks" else [5 + 3, 32, 7]), (name, layout, runs)
             assert np.abs(packed - np.concatenate(alone)).max() < 1e-4, name
+            # some tokens of each row read (none of one: it still runs): theirs as alone; the others 0 when skipped
+            read = [[1, 3], [], list(range(0, 32, 3)), [6]]
+            some = session.packed_logits(rows, budget=20, read=read)
+            at = np.cumsum([0] + [len(r) for r in rows])
+            wanted = np.concatenate([at[i] + np.array(p, int) for i, p in enumerate(read)])
+            assert np.abs(some[wanted] - np.concatenate(alone)[wanted]).max() < 1e-4, name
+            skipped = np.setdiff1d(np.arange(at[-1]), np.concatenate([wanted, [at[1]]]))  # the empty row computes its first
+            assert (np.abs(some[skipped]).max() == 0) == session.reads, name
         # a padded batch (evaluate's and the dev check's way) is taken by either layout
         width = max(len(r) for r in rows)
         batch = {"input_ids": torch.tensor([r + [0] * (width - len(r)) for r in rows]),

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from nerflow.align import document_windows, encode_texts, encode_words, fill_characters, merge_windows, packed, unpacked
+from nerflow.align import (document_windows, encode_texts, encode_words, fill_characters, first_subtoken_positions,
+                          merge_windows, packed, unpacked)
 from nerflow.device import autocast, resolve_precision
 from nerflow.runtime import load as load_runtime
 
@@ -67,7 +68,7 @@ class WordTagger:
         else:
             windows = encode_words(self.tokenizer, sentences, self.max_length, self.stride)
         constrained = self.transitions is not None and not char_level
-        per_window = self._run(windows, distributions or constrained)
+        per_window = self._run(windows, distributions or constrained, heads_only=not char_level)
         n_tokens = [len(s) for s in sentences]
         # a word with no sub-token at all (e.g. a lone zero-width space): O, with no probability
         default = None if char_level else (self.o_index, None)
@@ -94,14 +95,17 @@ class WordTagger:
                 probs.append([0.0 if v is None or v[1] is None else v[1] for v in row])
         return (tags, probs, dists) if distributions else (tags, probs)
 
-    def _run(self, windows, distributions: bool = False) -> list[list[tuple[int, object]]]:
+    def _run(self, windows, distributions: bool = False, heads_only: bool = False) -> list[list[tuple[int, object]]]:
         """(label id, probability vector) for every sub-token of every window; without
-        ``distributions``, (label id, its probability): no per-label lists to build."""
+        ``distributions``, (label id, its probability): no per-label lists to build.
+        ``heads_only``: only each word's first sub-token is read (``merge_windows``); an ONNX export
+        that can computes its last layer for those alone, the others' values then meaningless."""
         torch = self._torch
         n = len(windows.input_ids)
         out: list = [None] * n
         if getattr(self.model, "packed", False):  # ONNX, packed layout: windows packed into rows, no padding
-            dist = torch.from_numpy(self.model.packed_logits(windows.input_ids, windows.token_type_ids)).softmax(-1)
+            read = [[p for _, p, _ in first_subtoken_positions(w)] for w in windows.word_ids] if heads_only else None
+            dist = torch.from_numpy(self.model.packed_logits(windows.input_ids, windows.token_type_ids, read=read)).softmax(-1)
             top, ids = dist.max(-1)
             ids, values = ids.tolist(), (dist if distributions else top).tolist()
             start = 0

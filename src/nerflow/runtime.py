@@ -15,7 +15,8 @@
 Token-classification exports take texts packed one after another into a row (``runtime_layout:
 blocks`` in nerflow.json; ``OnnxModel.packed_logits``): the matrix products compute no padding, and
 attention runs within each text only (its tokens gathered into blocks, ``_block_attention``), so
-each text's logits are those it has alone. The earlier layout (``runtime_layout: packed``) attends
+each text's logits are those it has alone; in BERT-likes the last layer is computed for the
+tokens read only (each word's first sub-token: ``read_index``, ``_read_layer``). The earlier layout (``runtime_layout: packed``) attends
 over the whole row with a mask: exports from before ``blocks`` still load, and encoders whose
 attention does not go through transformers' attention interface are exported so. Encoders that
 take neither (no ``position_ids``) are exported padded.
@@ -107,7 +108,11 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
             axes = {k: {0: "rows", 1: "sequence"} for k in (*names, "logits")}
             if layout == "blocks":
                 axes.update(block_index={0: "texts", 1: "longest"}, block_bias={0: "texts", 1: "longest"},
-                            token_slot={0: "sequence"})
+                            token_slot={0: "sequence"}, read_index={0: "reads"},
+                            read_block={0: "texts", 1: "longest_read"}, read_slot={0: "reads"})
+                axes = {k: v for k, v in axes.items() if k in names or k == "logits"}
+                if "read_index" in names:
+                    axes["logits"] = {0: "rows", 1: "reads"}
         torch.onnx.export(_Logits(model, names), args, str(fp32), input_names=list(names), output_names=["logits"],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
     model.train(was_training)
@@ -148,7 +153,8 @@ def _Logits(inner, names):
     those it has alone:
 
     - ``block_index`` among the names (``blocks``): attention by ``_block_attention``, each text's
-      tokens gathered into a block of their own;
+      tokens gathered into a block of their own; with ``read_index`` too, the last layer computed
+      for those tokens only (``_read_layer``), and the logits theirs, in that order;
     - ``segment_ids`` (``packed``, the earlier layout): segment k (1, 2, ...) is the k-th text, 0
       padding; attention over the whole row with an additive 4-D mask (transformers takes one as given)."""
     import torch
@@ -157,6 +163,7 @@ def _Logits(inner, names):
         def __init__(self):
             super().__init__()
             self.inner = inner
+            self.read = _read_layer(inner) if "read_index" in names else None  # a submodule: named in the export
 
         def forward(self, *tensors):
             inputs = dict(zip(names, tensors))
@@ -170,10 +177,15 @@ def _Logits(inner, names):
             before = config._attn_implementation
             _register_block_attention()
             config._attn_implementation = BLOCK_ATTENTION
+            layers = self.inner.base_model.encoder.layer if self.read is not None else None
+            if layers is not None:
+                last, layers[-1] = layers[-1], self.read
             try:  # a 4-D mask is passed through untouched, and ignored: the blocks are the mask
                 return self.inner(**inputs, attention_mask=torch.zeros(1, 1, 1, 1)).logits
             finally:
                 config._attn_implementation = before
+                if layers is not None:
+                    layers[-1] = last
 
     return Logits()
 
@@ -189,14 +201,61 @@ def _block_attention(module, query, key, value, attention_mask, scaling=None, dr
     lowest float for padding) masks the padding keys, ``token_slot`` [tokens] takes each token's
     output back from its block. Its cost grows with the texts' lengths, not the row's (a row of
     128 tokens holding six CoNLL sentences: 6 x 21^2 scores a head instead of 128^2)."""
-    import torch
-
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    q, k, v = (x[:, :, block_index] for x in (query, key, value))  # [1, heads, texts, longest, head size]
+    return _blocks(query, key, value, block_index, block_bias, token_slot, scaling).transpose(1, 2), None
+
+
+def _blocks(query, key, value, block_index, block_bias, slot, scaling, query_index=None):
+    """``_block_attention``'s product: [1, heads, queries, head size], the queries gathered into
+    blocks by ``query_index`` (default ``block_index``: every token) and taken back by ``slot``."""
+    import torch
+
+    q = query[:, :, block_index if query_index is None else query_index]  # [1, heads, texts, longest, head size]
+    k, v = (x[:, :, block_index] for x in (key, value))
     scores = torch.matmul(q, k.transpose(-1, -2)) * scaling + block_bias[:, None, :]
-    out = torch.matmul(torch.softmax(scores, -1), v).flatten(2, 3)[:, :, token_slot]  # [1, heads, tokens, size]
-    return out.transpose(1, 2), None
+    return torch.matmul(torch.softmax(scores, -1), v).flatten(2, 3)[:, :, slot]
+
+
+def _read_layer(model):
+    """A module computing ``model``'s last encoder layer for the read tokens only (``read_index``:
+    the first sub-token of each word; their keys and values still from every token of their text),
+    to put in its place: a word's logits come from its first sub-token, so the last layer's query,
+    attention output and feed-forward are wasted on the others (a third of CoNLL's tokens with
+    multilingual-e5's vocabulary, counting [CLS] and [SEP]). For BERT-likes (BERT, RoBERTa,
+    XLM-R, ELECTRA: ``attention.self`` with query, key and value, ``attention.output`` and
+    ``feed_forward_chunk``); None for other encoders (those compute every token, as before)."""
+    import torch
+
+    layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
+    last = layers[-1] if isinstance(layers, torch.nn.ModuleList) and len(layers) else None
+    attention = getattr(getattr(last, "attention", None), "self", None)
+    if not (hasattr(last, "feed_forward_chunk") and hasattr(last.attention, "output")
+            and all(hasattr(attention, k) for k in ("query", "key", "value", "attention_head_size"))):
+        return None
+
+    class ReadLayer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = last
+
+        def forward(self, hidden_states, *_, read_index=None, read_block=None, read_slot=None, block_index=None,
+                    block_bias=None, **__):
+            layer = self.inner
+            size = layer.attention.self.attention_head_size
+
+            def heads(x):  # [1, n, hidden] -> [1, heads, n, head size]
+                return x.view(1, x.shape[1], -1, size).transpose(1, 2)
+
+            read = hidden_states[:, read_index]
+            own = layer.attention.self
+            context = _blocks(heads(own.query(read)), heads(own.key(hidden_states)), heads(own.value(hidden_states)),
+                              block_index, block_bias, read_slot, getattr(own, "scaling", size ** -0.5),
+                              query_index=read_block)
+            out = layer.attention.output(context.transpose(1, 2).flatten(2), read)
+            return layer.feed_forward_chunk(out)
+
+    return ReadLayer()
 
 
 def _register_block_attention():
@@ -222,21 +281,26 @@ def _packing(model, tokenizer, names: list[str], layout: str = LAYOUTS[0]):
     alone = model(**{k: enc[k] for k in names if k in enc}).logits
     want = torch.cat([alone[i][mask[i]] for i in range(len(lengths))])
     types = [k for k in names if k == "token_type_ids"]
-    packed_names = (["input_ids", "position_ids", *types, "block_index", "block_bias", "token_slot"] if layout == "blocks"
+    blocks = layout == "blocks"
+    packed_names = (["input_ids", "position_ids", *types, "block_index", "block_bias", "token_slot"] if blocks
                     else ["input_ids", "segment_ids", "position_ids", *types])
     rows = [enc["input_ids"][i][mask[i]].tolist() for i in range(len(lengths))]
     type_rows = [enc["token_type_ids"][i][mask[i]].tolist() for i in range(len(lengths))] if "token_type_ids" in enc else None
     pad = getattr(model.config, "pad_token_id", None)
-    build = _block_feed if layout == "blocks" else _packed_feed
-    for offset in dict.fromkeys((0, 1 + (pad or 0))):
-        feed = build(rows, offset, type_rows)
-        args = tuple(torch.from_numpy(feed[k]) for k in packed_names)
-        try:
-            got = _Logits(model, packed_names)(*args)[0]
-        except (TypeError, ValueError, RuntimeError, IndexError, KeyError):  # no position_ids / 4-D mask / interface
-            return None
-        if got.shape == want.shape and torch.allclose(got, want, atol=1e-4):
-            return offset, packed_names, args
+    # blocks: first with the last layer computed for the read tokens only (some of each text's), then for all
+    tries = [(packed_names + ["read_index", "read_block", "read_slot"], [list(range(1, n, 2)) for n in lengths])
+             ] if blocks and _read_layer(model) is not None else []
+    for names_, read in tries + [(packed_names, None)]:
+        expect = want if read is None else torch.cat([alone[i][mask[i]][read[i]] for i in range(len(lengths))])
+        for offset in dict.fromkeys((0, 1 + (pad or 0))):
+            feed = _block_feed(rows, offset, type_rows, read) if blocks else _packed_feed(rows, offset, type_rows)
+            args = tuple(torch.from_numpy(feed[k]) for k in names_)
+            try:
+                got = _Logits(model, names_)(*args)[0]
+            except (TypeError, ValueError, RuntimeError, IndexError, KeyError):  # no position_ids / 4-D mask / interface
+                break
+            if got.shape == expect.shape and torch.allclose(got, expect, atol=1e-4):
+                return offset, names_, args
     return None
 
 
@@ -255,23 +319,43 @@ def _packed_feed(rows: Sequence[Sequence[int]], offset: int, type_rows: Sequence
                                np.fromiter((t for r in type_rows for t in r), np.int64, total)[None])}
 
 
-def _block_feed(rows: Sequence[Sequence[int]], offset: int, type_rows: Sequence[Sequence[int]] | None = None):
+def _block_feed(rows: Sequence[Sequence[int]], offset: int, type_rows: Sequence[Sequence[int]] | None = None,
+                read: Sequence[Sequence[int]] | None = None):
     """The blocks layout's inputs for ``rows`` one after another in one row: ``_packed_feed``'s
     ``input_ids``, ``position_ids`` and ``token_type_ids``, and the blocks ``_block_attention``
     reads: ``block_index`` (text i's tokens in row i, padded with token 0), ``block_bias`` (0 on a
-    token, the lowest float on padding), ``token_slot`` (each token's place in the flattened blocks)."""
+    token, the lowest float on padding), ``token_slot`` (each token's place in the flattened blocks).
+    And the tokens whose logits are wanted (``_read_layer``): ``read`` (positions in each of
+    ``rows``, ascending; None: every token) as ``read_index`` (their places in the row),
+    ``read_block`` (row i: text i's, as places in ``read_index``, padded with 0) and ``read_slot``."""
     import numpy as np
 
     feed = _packed_feed(rows, offset, type_rows)
     del feed["segment_ids"]
     lengths = np.array([len(r) for r in rows], np.int64)
+    starts = np.cumsum(lengths) - lengths
+    feed["block_index"], inside, feed["token_slot"] = _gathers(lengths)
+    feed["block_bias"] = np.where(inside, np.float32(0), np.finfo(np.float32).min).astype(np.float32)
+    if read is None:
+        feed["read_index"] = np.arange(int(lengths.sum()), dtype=np.int64)
+        feed["read_block"], feed["read_slot"] = feed["block_index"], feed["token_slot"]
+    else:
+        feed["read_index"] = np.concatenate([np.asarray(p, np.int64) + s for p, s in zip(read, starts)])
+        feed["read_block"], _, feed["read_slot"] = _gathers(np.array([len(p) for p in read], np.int64))
+    return feed
+
+
+def _gathers(lengths):
+    """For pieces of ``lengths`` one after another: (index [pieces, longest]: piece i's places,
+    padded with 0; inside: where a place is not padding; slot: each place's index in the flattened
+    [pieces, longest])."""
+    import numpy as np
+
     longest, starts = int(lengths.max()), np.cumsum(lengths) - lengths
     columns = np.arange(longest, dtype=np.int64)
     inside = columns[None] < lengths[:, None]
-    feed["block_index"] = np.where(inside, starts[:, None] + columns[None], 0)
-    feed["block_bias"] = np.where(inside, np.float32(0), np.finfo(np.float32).min).astype(np.float32)
-    feed["token_slot"] = (np.arange(len(rows), dtype=np.int64)[:, None] * longest + columns[None])[inside]
-    return feed
+    return (np.where(inside, starts[:, None] + columns[None], 0), inside,
+            (np.arange(len(lengths), dtype=np.int64)[:, None] * longest + columns[None])[inside])
 
 
 def feed_forward_outputs(onnx_file: Path, config) -> list[str]:
@@ -424,6 +508,7 @@ class OnnxModel:
         # packed: a row holds several texts (export, _Logits); a padded batch is still taken (below)
         self.layout = info.get("runtime_layout")
         self.packed = self.layout in LAYOUTS
+        self.reads = "read_index" in self.inputs  # the last layer for the read tokens only (_read_layer)
         self.position_offset = int(info.get("position_offset", 0))
 
     def __call__(self, **batch):
@@ -446,14 +531,16 @@ class OnnxModel:
         return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
 
     def packed_logits(self, rows: Sequence[Sequence[int]], type_rows: Sequence[Sequence[int]] | None = None,
-                      budget: int | None = None):
+                      budget: int | None = None, read: Sequence[Sequence[int]] | None = None):
         """The logits of every token of ``rows`` (lists of token ids, unpadded), rows one after
         another in one array: rows are packed into sequences of up to ``budget`` tokens (a longer
         row alone), one run each. No padding is computed, and the matrix products get more than
         one short text's tokens at a time. The blocks layout packs the rows sorted by length (each
         text's attention block then about as long as the others'), ``PACK_TOKENS_MANY`` tokens a
         sequence when more than ``PACK_MANY`` rows come at once, else ``PACK_TOKENS``; the earlier
-        layout packs them as they come, ``PACK_TOKENS``."""
+        layout packs them as they come, ``PACK_TOKENS``. ``read``: the positions of each row whose
+        logits are wanted (ascending); an export that takes them (``read_index``) computes its
+        last layer for those tokens only and leaves the others' logits 0."""
         import numpy as np
 
         from nerflow.align import pack_documents
@@ -465,17 +552,24 @@ class OnnxModel:
         lengths = np.array([len(r) for r in rows], np.int64)
         starts = np.cumsum(lengths) - lengths
         out = np.zeros((int(lengths.sum()), self.config.num_labels), np.float32)
-        build = _block_feed if blocks else _packed_feed
+        # a row with nothing to read still gets one token (so that a run never has none)
+        reads = None if read is None or not self.reads else [np.asarray(p if len(p) else [0], np.int64) for p in read]
         # consecutive rows (in ``order``) up to the budget, a longer one alone: pack_documents with one document
         for group in pack_documents([(0, 0)] * len(order), [len(rows[i]) for i in order], budget):
             part = [order[j] for j in group]
-            feed = build([rows[i] for i in part], self.position_offset,
-                         None if type_rows is None else [type_rows[i] for i in part])
+            types = None if type_rows is None else [type_rows[i] for i in part]
+            feed = (_block_feed([rows[i] for i in part], self.position_offset, types,
+                                None if reads is None else [reads[i] for i in part]) if blocks else
+                    _packed_feed([rows[i] for i in part], self.position_offset, types))
             logits = self.session.run(["logits"], {name: feed[name] for name in self.inputs})[0][0]
             at = 0
             for i in part:
-                out[starts[i]:starts[i] + lengths[i]] = logits[at:at + lengths[i]]
-                at += lengths[i]
+                if reads is None:
+                    out[starts[i]:starts[i] + lengths[i]] = logits[at:at + lengths[i]]
+                    at += lengths[i]
+                else:
+                    out[starts[i] + reads[i]] = logits[at:at + len(reads[i])]
+                    at += len(reads[i])
         return out
 
     def to(self, _device):
