@@ -164,11 +164,11 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     served.model.session.run = session_run
     from nerflow.align import encode_words
 
-    windows = encode_words(served.tokenizer, tokens, served.max_length, served.stride).input_ids
+    encoded = encode_words(served.tokenizer, tokens, served.max_length, served.stride)
+    windows = encoded.input_ids
     assert all(rows == 1 for rows, *_ in runs) and sum(width for _, width, *_ in runs) == sum(len(w) for w in windows)
     # the last layer computes each word's first sub-token only (the one its tags and probabilities come from)
-    words = encode_words(served.tokenizer, tokens, served.max_length, served.stride).word_ids
-    heads = sum(len({w for w in ids if w is not None}) for ids in words)
+    heads = sum(len({w for w in ids if w is not None}) for ids in encoded.word_ids)
     assert sum(reads) == heads < 0.9 * sum(len(w) for w in windows), (sum(reads), heads)
     assert sum(texts for *_, texts, _ in runs) == len(windows)
     assert len(runs) < 0.8 * len(windows) and max(width for _, width, *_ in runs) <= max(PACK_TOKENS_MANY, max(map(len, windows)))
