@@ -11,6 +11,7 @@ the most context on both sides.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 IGNORE = -100
@@ -25,6 +26,11 @@ class Windows:
     token_type_ids: list[list[int]] | None
     word_ids: list[list[int | None]]
     sentence: list[int]  # window -> index of its sentence in the batch
+
+    @cached_property
+    def heads(self) -> list[list[tuple[int, int, int]]]:
+        """``first_subtoken_positions`` of every window, computed once (the tagger runs and merges by them)."""
+        return [first_subtoken_positions(w) for w in self.word_ids]
 
 
 def _encode_windows(tokenizer, inputs: list, max_length: int, stride: int, **options):
@@ -95,9 +101,9 @@ def merge_windows(windows: Windows, per_window: Sequence, n_words: Sequence[int]
     for a word the tokenizer turned into no sub-token at all (e.g. a lone zero-width space)."""
     best: list[list] = [[None] * n for n in n_words]
     best_ctx: list[list[int]] = [[-1] * n for n in n_words]
-    for i, word_ids in enumerate(windows.word_ids):
+    for i, heads in enumerate(windows.heads):
         s = windows.sentence[i]
-        for w, pos, ctx in first_subtoken_positions(word_ids):
+        for w, pos, ctx in heads:
             if ctx > best_ctx[s][w]:
                 best_ctx[s][w] = ctx
                 best[s][w] = per_window[i][pos]

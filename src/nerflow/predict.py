@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from nerflow.align import (document_windows, encode_texts, encode_words, fill_characters, first_subtoken_positions,
-                          merge_windows, packed, unpacked)
+from nerflow.align import document_windows, encode_texts, encode_words, fill_characters, merge_windows, packed, unpacked
 from nerflow.device import autocast, resolve_precision
 from nerflow.runtime import load as load_runtime
 
@@ -104,7 +103,7 @@ class WordTagger:
         n = len(windows.input_ids)
         out: list = [None] * n
         if getattr(self.model, "packed", False):  # ONNX, packed layout: windows packed into rows, no padding
-            read = [[p for _, p, _ in first_subtoken_positions(w)] for w in windows.word_ids] if heads_only else None
+            read = [[p for _, p, _ in heads] for heads in windows.heads] if heads_only else None
             dist = torch.from_numpy(self.model.packed_logits(windows.input_ids, windows.token_type_ids, read=read)).softmax(-1)
             top, ids = dist.max(-1)
             ids, values = ids.tolist(), (dist if distributions else top).tolist()
