@@ -8,6 +8,7 @@ Needs a Docker daemon and the image (`make test` runs `make docker image` first)
 the test is skipped with the reason, except in CI (CI=true), where it fails.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -127,33 +128,37 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     start = time.time()
     r = run_cli(["registry", "containerize"], pfile)
     build_s = time.time() - start
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert f"registry: image {tag}" in r.stdout
-    size = client.images.get(tag).attrs["Size"]
-    print(f"bento image {tag}: built in {build_s:.0f} s, {size / 1e9:.2f} GB")
-    port = free_port()
-    container = client.containers.run(tag, detach=True, ports={"3000/tcp": ("127.0.0.1", port)},
-                                      environment={"NERFLOW_MAX_REQUEST_BYTES": "1000000"})
     try:
-        url = f"http://127.0.0.1:{port}"
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert f"registry: image {tag}" in r.stdout
+        size = client.images.get(tag).attrs["Size"]
+        print(f"bento image {tag}: built in {build_s:.0f} s, {size / 1e9:.2f} GB")
+        port = free_port()
+        container = client.containers.run(tag, detach=True, ports={"3000/tcp": ("127.0.0.1", port)},
+                                          environment={"NERFLOW_MAX_REQUEST_BYTES": "1000000"})
+        try:
+            url = f"http://127.0.0.1:{port}"
 
-        def running() -> bool:
-            container.reload()
-            return container.status == "running"
+            def running() -> bool:
+                container.reload()
+                return container.status == "running"
 
-        wait_ready(url, running, lambda: container.logs()[-3000:].decode())
-        got = requests.post(f"{url}/extract", json={"texts": texts}, timeout=60)
-        assert got.status_code == 200 and spans(got.json()) == expected  # the same answers as the model here
-        page = requests.get(f"{url}/ui/", timeout=10)
-        assert page.status_code == 200 and "Find entities" in page.text  # the page, from the container
-        big = requests.post(f"{url}/extract", data=b"x" * 1_000_001, headers={"Content-Type": "application/json"},
-                            timeout=30)
-        assert big.status_code == 413  # the same limits as `make serve`
-        assert f'nerflow_model_info{{model_tag="{tag}"}} 1.0' in requests.get(f"{url}/metrics", timeout=10).text
-        assert container.attrs["Config"]["User"] not in ("", "root", "0")
-    finally:
-        container.stop(timeout=30)
-        container.remove(force=True)
+            wait_ready(url, running, lambda: container.logs()[-3000:].decode())
+            got = requests.post(f"{url}/extract", json={"texts": texts}, timeout=60)
+            assert got.status_code == 200 and spans(got.json()) == expected  # the same answers as the model here
+            page = requests.get(f"{url}/ui/", timeout=10)
+            assert page.status_code == 200 and "Find entities" in page.text  # the page, from the container
+            big = requests.post(f"{url}/extract", data=b"x" * 1_000_001, headers={"Content-Type": "application/json"},
+                                timeout=30)
+            assert big.status_code == 413  # the same limits as `make serve`
+            assert f'nerflow_model_info{{model_tag="{tag}"}} 1.0' in requests.get(f"{url}/metrics", timeout=10).text
+            assert container.attrs["Config"]["User"] not in ("", "root", "0")
+        finally:
+            container.stop(timeout=30)
+            container.remove(force=True)
+    finally:  # the image (about 2.7 GB, its layers this model's own) is not left on the machine
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(tag, force=True)
 
     with open(repo / "corpus" / "train.txt", "a", encoding="utf-8") as fh:  # bad data stops the run in its container
         fh.write("\nIn IN B-PP O\nParis NNP B-NP I-LOC\n")

@@ -258,3 +258,27 @@ def test_a_bad_param_at_the_revision_stops_the_run_before_any_task(tmp_path):
     r, _ = kfp_run(repo, tmp_path / "kfp", "--revision", "no-such-branch", check=False)
     assert r.returncode == 2 and f"pipeline: error: {repo}@no-such-branch: cannot open the repository" in r.stderr
     assert r.stderr.count("\n") <= 2, r.stderr
+
+
+def test_reading_a_revision_leaves_no_clone_behind(tmp_path, params):
+    """DVC clones the repository into the temporary folder and keeps the clone (and a cache
+    folder) for the process's life: a scheduled retrain would leave one per run."""
+    from dvc.repo import open_repo
+
+    from nerflow.versioned import opened, read_params
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_params(params, repo / "params.yaml")
+    sh("git init -q && git config user.email t@t && git config user.name t && git add -A && git commit -qm v1", repo)
+    with opened(str(repo), "HEAD") as fs:
+        left = [path for path, _ in open_repo.CLONES.values()] + list(open_repo.CACHE_DIRS.values())
+        assert left and all(Path(p).is_dir() for p in left)  # a clone of the repository, in use
+        with opened(str(repo), "HEAD") as inner:  # one inside another: the outer clone stays
+            assert inner.read_text("params.yaml") == (repo / "params.yaml").read_text()
+        assert all(Path(p).is_dir() for p in left)
+        assert fs.read_text("params.yaml") == (repo / "params.yaml").read_text()
+    assert not any(Path(p).exists() for p in left) and not open_repo.CLONES and not open_repo.CACHE_DIRS
+    with pytest.raises(Exception, match="cannot open the repository"):
+        read_params(str(repo), "no-such-branch")
+    assert not open_repo.CLONES and not open_repo.CACHE_DIRS  # a failed open removes its clone too

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,6 +38,30 @@ def repo_url(repo: str) -> str:
     return path.as_uri()
 
 
+_open_count = 0
+_open_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _clones() -> Iterator[None]:
+    """DVC clones the repository (and makes a cache folder for it) in the temporary folder and
+    keeps both for the process's life; only its command line removes them (``clean_repos``).
+    Removed here when the last open repository closes, so a scheduled retrain or a long-lived
+    process leaves nothing behind."""
+    global _open_count
+    with _open_lock:
+        _open_count += 1
+    try:
+        yield
+    finally:
+        with _open_lock:
+            _open_count -= 1
+            if _open_count == 0:
+                from dvc.repo.open_repo import clean_repos
+
+                clean_repos()
+
+
 @contextlib.contextmanager
 def opened(repo: str, revision: str, remote: str | None = None) -> Iterator[Any]:
     """The repository at ``revision`` as a DVC file system; ``remote``: a DVC remote URL that
@@ -45,17 +70,18 @@ def opened(repo: str, revision: str, remote: str | None = None) -> Iterator[Any]
     from dvc.exceptions import DvcException  # an unknown revision, not a repository, ...
 
     kwargs = {"remote_config": {"url": remote}} if remote else {}
-    try:
-        fs = DVCFileSystem(repo_url(repo), rev=revision or "HEAD", **kwargs)
-        fs.ls("/", detail=False)
-    except (DvcException, OSError, ValueError) as exc:
-        raise NerflowError(f"{repo}@{revision}: cannot open the repository at that revision: {exc}") from None
-    try:
-        yield fs
-    finally:  # close git's pack files now, not in the interpreter's shutdown (which prints errors)
-        for close in (fs.repo.scm.close, fs.repo.close, fs.close):
-            with contextlib.suppress(Exception):
-                close()
+    with _clones():
+        try:
+            fs = DVCFileSystem(repo_url(repo), rev=revision or "HEAD", **kwargs)
+            fs.ls("/", detail=False)
+        except (DvcException, OSError, ValueError) as exc:
+            raise NerflowError(f"{repo}@{revision}: cannot open the repository at that revision: {exc}") from None
+        try:
+            yield fs
+        finally:  # close git's pack files now, not in the interpreter's shutdown (which prints errors)
+            for close in (fs.repo.scm.close, fs.repo.close, fs.close):
+                with contextlib.suppress(Exception):
+                    close()
 
 
 def commit_of(fs) -> str:
