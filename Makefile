@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 # DVC's own setting (the nerflow commands make theirs in nerflow.params.configure)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install browser run test retrain pipeline kfp-run kfp-run-containers lock serve bench load clean multilingual
+.PHONY: install disk browser run test retrain pipeline kfp-run kfp-run-containers lock serve bench load clean multilingual
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -35,8 +35,15 @@ run: install
 	dvc repro
 	nerflow summary
 
-test: install browser docker image bento-base
+test: disk install browser docker image bento-base
 	pytest -q -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder --durations=25 tests
+
+## Free disk where the tests write (this checkout, the temporary folder, Docker's data root), with
+## a warning below what a run from nothing needs at its peak (11 GB measured: .venv, the images,
+## the Bento image the container test builds and removes, the tests' temporary folders).
+DISK_NEEDED_GB ?= 11
+disk:
+	@sh docker/disk.sh $(DISK_NEEDED_GB)
 
 ## Headless Chromium for the page test (Debian's chromium + chromium-driver); without root
 ## or apt the page test is skipped, saying why.

@@ -100,12 +100,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from nerflow import NerflowError
-    from nerflow.data import prepare_data
-    from nerflow.evaluate import evaluate
-    from nerflow.hub import model_path as model_path_of
     from nerflow.params import configure, load_params
-    from nerflow.preprocess import preprocess
-    from nerflow.train import train
 
     params = load_params(args.params)
     configure(params)
@@ -125,6 +120,20 @@ def main(argv=None) -> int:
         except NerflowError as exc:
             parser.error(f"--variant {spec!r}: {exc}")
     work = Path(tempfile.mkdtemp(prefix="nerflow-bench-"))
+    try:
+        return measure(args, params, variants, work)
+    finally:  # the datasets, features and three models (about 600 MB) are not left behind
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, params, variants: list, work: Path) -> int:
+    """Both trainings, their test scores and the inference comparison, in ``work``."""
+    from nerflow.data import prepare_data
+    from nerflow.evaluate import evaluate
+    from nerflow.hub import model_path as model_path_of
+    from nerflow.preprocess import preprocess
+    from nerflow.train import train
+
     manifest = prepare_data(params.data, work / "dataset")
     if args.train_sentences:
         from datasets import load_from_disk

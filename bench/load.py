@@ -273,6 +273,7 @@ def main(argv=None) -> int:
               "cpu": cpu_flags(), "cores": os.cpu_count(), "seconds_per_level": args.seconds, "rounds": args.rounds,
               "naive": naive, "nerflow": ours, "throughput_ratio": ratios, "served_f1": fidelity, "each_round": rounds}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(plain)  # the naive endpoint's copy of the model (the servers' logs stay)
     return 0
 
 
