@@ -168,3 +168,24 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     assert f"(corpus/train.txt@{bad[:12]}:" in r.stdout + r.stderr and "valid IOB2" in r.stdout + r.stderr
     assert {p.name for p in runs[-1].iterdir()} == {"source-op", "data-op", "validate-op"}  # a new data version read
     assert json.loads((runs[-1] / "data-op" / "dataset" / "manifest.json").read_text())["origin"]["commit"] == bad
+
+
+def test_make_test_reports_the_free_disk_first_and_warns_below_what_the_tests_need(tmp_path):
+    """The last CI failure was a full disk ("No space left on device" 17 minutes in): `make test`
+    now says at its top how much is free where the tests write, and warns below the need."""
+    import shutil
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    free_gb = shutil.disk_usage(tmp_path).free / 2**30
+    ok = subprocess.run(["sh", str(ROOT / "docker" / "disk.sh"), "0"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+    lines = ok.stdout.splitlines()
+    assert lines and all(line.startswith("disk: /") and line.endswith(" GB free") for line in lines), ok.stdout
+    mount = subprocess.run(["df", "-P", str(tmp_path)], capture_output=True, text=True).stdout.splitlines()[1].split()[-1]
+    reported = {line.split(": ")[1]: float(line.split(": ")[2].split()[0]) for line in lines}
+    assert abs(reported[mount] - free_gb) < 1.0, (reported, free_gb)  # the temporary folder's file system, in GB
+    low = subprocess.run(["sh", str(ROOT / "docker" / "disk.sh"), "100000"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert low.returncode == 0 and len(low.stdout.splitlines()) == len(lines)  # a warning, not a refusal
+    assert f"disk: warning: {mount} has " in low.stderr and "need about 100000 GB" in low.stderr, low.stderr
+    planned = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True)
+    assert planned.stdout.splitlines()[0].startswith("sh docker/disk.sh "), planned.stdout[:500]  # before the install
