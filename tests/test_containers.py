@@ -187,5 +187,6 @@ def test_make_test_reports_the_free_disk_first_and_warns_below_what_the_tests_ne
     low = subprocess.run(["sh", str(ROOT / "docker" / "disk.sh"), "100000"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert low.returncode == 0 and len(low.stdout.splitlines()) == len(lines)  # a warning, not a refusal
     assert f"disk: warning: {mount} has " in low.stderr and "need about 100000 GB" in low.stderr, low.stderr
-    planned = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True)
+    top = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}  # as typed, not under make
+    planned = subprocess.run(["make", "-n", "--no-print-directory", "test"], cwd=ROOT, env=top, capture_output=True, text=True)
     assert planned.stdout.splitlines()[0].startswith("sh docker/disk.sh "), planned.stdout[:500]  # before the install
