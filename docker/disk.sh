@@ -9,14 +9,13 @@ ROOT=$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || true)
 seen=" "
 for dir in . "${TMPDIR:-/tmp}" $ROOT; do
     [ -d "$dir" ] || continue
-    # device, free KiB, mount point
-    set -- $(df -P -k "$dir" | awk 'NR == 2 {print $1, $4, $6}')
+    # device, free GB, mount point, 1 when below the need
+    set -- $(df -P -k "$dir" | awk -v need="$NEED" 'NR == 2 {printf "%s %.1f %s %d\n", $1, $4 / 1048576, $6, $4 / 1048576 < need}')
     case "$seen" in *" $1 "*) continue ;; esac
     seen="$seen$1 "
-    free=$(awk -v k="$2" 'BEGIN {printf "%.1f", k / 1048576}')
-    echo "disk: $3: $free GB free"
-    if [ "$(awk -v k="$2" -v need="$NEED" 'BEGIN {print (k / 1048576 < need)}')" = 1 ]; then
-        echo "disk: warning: $3 has $free GB free, the tests need about $NEED GB there at their peak:" \
+    echo "disk: $3: $2 GB free"
+    if [ "$4" = 1 ]; then
+        echo "disk: warning: $3 has $2 GB free, the tests need about $NEED GB there at their peak:" \
              "a test may fail with 'No space left on device' (docker system df, docker image prune)" >&2
     fi
 done
