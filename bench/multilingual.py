@@ -45,7 +45,7 @@ def cpu_flags() -> str:
 
 def held_out_texts(run: str) -> dict[str, list[str]]:
     """Text the run's trimming did not see, by language."""
-    from nerflow.readers import read_conll
+    from nerflow.tasks.token.readers import read_conll
 
     if run == "klue":
         lines = (SHARED / "nsmc" / "ratings_test.txt").read_text(encoding="utf-8").splitlines()[1:2001]
@@ -72,11 +72,11 @@ def data_params(run: str) -> dict:
 def run_one(run: str, epochs: float, work: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from nerflow.data import prepare_data
-    from nerflow.evaluate import evaluate
-    from nerflow.preprocess import preprocess
-    from nerflow.train import train
-    from nerflow.vocab import unknown_share
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.steps.preprocess import preprocess
+    from nerflow.steps.train import train
+    from nerflow.core.vocab import unknown_share
 
     times = {}
     started = time.perf_counter()
@@ -134,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     if not SHARED.exists() or not (MODEL / "config.json").exists():
         sys.exit(f"needs {SHARED} and {MODEL} (make multilingual)")
-    from nerflow.params import configure
+    from nerflow.core.paths import configure
 
     configure()
     print(cpu_flags(), flush=True)

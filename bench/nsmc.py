@@ -32,12 +32,12 @@ EXAMPLE = ROOT / "examples" / "nsmc.yaml"
 def run(name: str, epochs: float, work: Path) -> dict:
     import yaml
 
-    from nerflow.config import DEFAULT_MODEL, parse_params
-    from nerflow.data import prepare_data
-    from nerflow.evaluate import evaluate
-    from nerflow.preprocess import preprocess
-    from nerflow.train import train
-    from nerflow.validate import validate_dataset
+    from nerflow.core.config import DEFAULT_MODEL, parse_params
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.steps.preprocess import preprocess
+    from nerflow.steps.train import train
+    from nerflow.steps.validate import validate_dataset
 
     raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     raw["train"]["epochs"] = epochs

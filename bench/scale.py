@@ -42,7 +42,7 @@ json.dump({"rc": rc, "seconds": round(time.perf_counter() - t, 1),
 
 
 def build_corpus(folder: Path, copies: int) -> dict[str, str]:
-    from nerflow.params import resolve_path
+    from nerflow.core.paths import resolve_path
 
     src = resolve_path("pkg:neuroner/data/conll2003/en")
     train = (src / "train.txt").read_text(encoding="utf-8").rstrip("\n") + "\n\n"
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "scale_results.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from nerflow.config import ValidateParams
+    from nerflow.core.config import ValidateParams
 
     folder = Path(tempfile.mkdtemp(prefix="nerflow-scale-"))
     try:

@@ -46,8 +46,8 @@ def source_op(repo: str, revision: str, params_file: str, dvc_remote: str) -> Na
     revision names now; and the data version (the corpus sources' DVC hashes, not downloaded)."""
     from typing import NamedTuple
 
-    from nerflow.params import configure
-    from nerflow.versioned import source
+    from nerflow.core.paths import configure
+    from nerflow.orchestration.versioned import source
 
     configure()
     s = source(repo, revision, params_file, dvc_remote or None)
@@ -64,8 +64,8 @@ def data_op(data_params: str, repo: str, revision: str, dvc_remote: str, data_ve
     commit: a commit that changes no data re-runs nothing after it."""
     import json
 
-    from nerflow.params import configure
-    from nerflow.versioned import prepare_data_at
+    from nerflow.core.paths import configure
+    from nerflow.orchestration.versioned import prepare_data_at
 
     configure()
     manifest = prepare_data_at(json.loads(data_params), repo, revision, dataset.path, dvc_remote or None,
@@ -80,8 +80,8 @@ def data_op(data_params: str, repo: str, revision: str, dvc_remote: str, data_ve
 def validate_op(validate_params: str, dataset: Input[Dataset], report: Output[Artifact]) -> bool:
     import json
 
-    from nerflow.params import configure
-    from nerflow.validate import validate_dataset
+    from nerflow.core.paths import configure
+    from nerflow.steps.validate import validate_dataset
 
     configure()
     summary = validate_dataset(json.loads(validate_params), dataset.path, report.path)
@@ -94,8 +94,8 @@ def preprocess_op(preprocess_params: str, dataset: Input[Dataset], validation_re
                   features: Output[Dataset]):
     import json
 
-    from nerflow.params import configure
-    from nerflow.preprocess import preprocess
+    from nerflow.core.paths import configure
+    from nerflow.steps.preprocess import preprocess
 
     configure()
     info = preprocess(json.loads(preprocess_params), dataset.path, features.path)
@@ -108,8 +108,8 @@ def train_op(train_params: str, features: Input[Dataset], model: Output[Model], 
 
     import os
 
-    from nerflow.params import configure
-    from nerflow.train import train_processes
+    from nerflow.core.paths import configure
+    from nerflow.steps.train import train_processes
 
     configure()
     # NERFLOW_NPROC: compiled in from train.resources (several GPUs or processes: torchrun)
@@ -130,8 +130,8 @@ def evaluate_op(
 ) -> float:
     import json
 
-    from nerflow.evaluate import evaluate
-    from nerflow.params import configure
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.core.paths import configure
 
     configure()
     m = evaluate(json.loads(evaluate_params), model.path, dataset.path, metrics_json.path, predictions.path, error_analysis.path)
@@ -152,11 +152,11 @@ def register_op(registry_params: str, train_params: str, model: Input[Model], me
                 dataset: Input[Dataset], registered: Output[Artifact]) -> str:
     import json
 
-    from nerflow.params import configure
+    from nerflow.core.paths import configure
 
     configure(json.loads(registry_params))
-    from nerflow.data import read_manifest
-    from nerflow.package import register
+    from nerflow.core.dataset import read_manifest
+    from nerflow.steps.package import register
 
     # the model's revision: the repository and commit its corpus was read at
     origin = read_manifest(dataset.path).get("origin")
@@ -171,11 +171,11 @@ def gate_op(gate_params: str, registry_params: str, predictions: Input[Artifact]
             decision: Output[Artifact]) -> bool:
     import json
 
-    from nerflow.params import configure
+    from nerflow.core.paths import configure
 
     configure(json.loads(registry_params))
-    from nerflow.gate import gate
-    from nerflow.package import registry_for
+    from nerflow.steps.gate import gate
+    from nerflow.steps.package import registry_for
 
     d = gate(json.loads(gate_params), predictions.path, registered.path, decision.path, registry_for(json.loads(registry_params)))
     decision.metadata["promote"] = d["promote"]
@@ -187,10 +187,10 @@ def gate_op(gate_params: str, registry_params: str, predictions: Input[Artifact]
 def package_op(registry_params: str, package_params: str, decision: Input[Artifact], record: Output[Artifact]) -> str:
     import json
 
-    from nerflow.params import configure
+    from nerflow.core.paths import configure
 
     configure(json.loads(registry_params))
-    from nerflow.package import package
+    from nerflow.steps.package import package
 
     r = package(json.loads(registry_params), json.loads(package_params), decision.path, record.path)
     record.metadata.update({k: v for k, v in r.items() if isinstance(v, (str, bool))})

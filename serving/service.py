@@ -20,7 +20,7 @@ NERFLOW_API_TOKEN (or NERFLOW_API_TOKEN_FILE) every endpoint but health, readine
 the page's files needs ``Authorization: Bearer <token>``. /metrics carries
 ``nerflow_model_info{model_tag=...}``. SIGTERM drains: requests in flight are answered, open
 connections are closed after their next answer (NERFLOW_DRAIN_SECONDS), then the worker stops.
-The batching polls its queue every NERFLOW_BATCH_POLL_MS (nerflow.guard.install_batch_poll).
+The batching polls its queue every NERFLOW_BATCH_POLL_MS (nerflow.release.patches.install_batch_poll).
 
 Which model: ``NERFLOW_MODEL_TAG`` if set (a built Bento sets it), else the registry's
 production model (``nerflow registry show``). From the repo root:
@@ -45,20 +45,19 @@ try:
 except ImportError:  # inside a Bento: the library travels as src/nerflow
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from nerflow.guard import (  # noqa: E402
-    RequestGuard,
-    api_token,
+from nerflow.core.runtime import OnnxModel  # noqa: E402
+from nerflow.release.guard import RequestGuard, api_token, max_request_bytes  # noqa: E402
+from nerflow.release.patches import (  # noqa: E402
     batch_poll_ms,
-    install_client_error_filter,
     install_balance,
     install_batch_poll,
+    install_client_error_filter,
     install_drain,
-    max_request_bytes,
     publish_served_model,
 )
-from nerflow.predict import entities_from_tags, tag_texts  # noqa: E402
-from nerflow.runtime import OnnxModel  # noqa: E402
-from nerflow.tasks import TEXT, TOKEN, task_of  # noqa: E402
+from nerflow.tasks.base import TEXT, TOKEN  # noqa: E402
+from nerflow.tasks.registry import task_of  # noqa: E402
+from nerflow.tasks.token.predict import entities_from_tags, tag_texts  # noqa: E402
 
 MAX_ITEMS = int(os.environ.get("NERFLOW_MAX_ITEMS", "32"))  # texts or sentences in one request
 MAX_TEXT_CHARS = int(os.environ.get("NERFLOW_MAX_TEXT_CHARS", "20000"))  # characters in one text
@@ -95,7 +94,7 @@ def resolve_model_tag() -> str:
         models = yaml.safe_load(manifest.read_text(encoding="utf-8")).get("models") or []
         if models:
             return str(models[0]["tag"])
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     registry = Registry(os.environ.get("NERFLOW_MODEL_NAME") or _registry_name())
     tag = registry.production()
@@ -110,7 +109,7 @@ def _registry_name() -> str:
     classifier's), read from the current folder; nerflow-ner without one."""
     params = Path.cwd() / "params.yaml"
     if params.is_file():
-        from nerflow.config import load_params
+        from nerflow.core.config import load_params
 
         return load_params(params).registry.model_name
     return "nerflow-ner"
@@ -159,7 +158,7 @@ class ModelInfo(BaseModel):
     workers: int
     batch_poll_ms: float = Field(description="ms between two looks of the adaptive batching at its queue "
                                              "(NERFLOW_BATCH_POLL_MS), as this worker's BentoML runs it")
-    runtime: str = Field("torch", description="the inference runtime: onnx-int8, onnx or torch (nerflow.runtime)")
+    runtime: str = Field("torch", description="the inference runtime: onnx-int8, onnx or torch (nerflow.core.runtime)")
     truncation: dict = Field(default_factory=dict, description="text classification: max_length (sub-tokens), "
                                                               "how longer texts are cut, head_share")
 
@@ -278,7 +277,7 @@ class NERService:
 
 # in front of every endpoint: the request size limit (413) and, with NERFLOW_API_TOKEN(_FILE), bearer
 # auth (401; /livez /readyz /healthz /metrics and the page's files stay open); client errors logged
-# as one warning line (nerflow.guard)
+# as one warning line (nerflow.release.guard)
 NERService.add_asgi_middleware(RequestGuard, token=api_token(), max_bytes=max_request_bytes())
 install_client_error_filter()
 install_batch_poll()  # before the first request: each worker's dispatcher polls its queue every NERFLOW_BATCH_POLL_MS

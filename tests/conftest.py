@@ -54,7 +54,7 @@ def no_outputs_written_into_the_repo():
 
 
 def conll_source(split: str) -> Path:
-    from nerflow.params import resolve_path
+    from nerflow.core.paths import resolve_path
 
     name = {"train": "train", "validation": "valid", "test": "test"}[split]
     return resolve_path(f"pkg:neuroner/data/conll2003/en/{name}.txt")
@@ -107,7 +107,7 @@ def build_tiny_bert(out: Path, words: list[str]) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, conll_dir) -> Path:
-    from nerflow.data import read_conll
+    from nerflow.tasks.token.readers import read_conll
 
     words = [t for s in read_conll(conll_dir / "train.txt") for t in s.tokens]
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words)
@@ -136,11 +136,11 @@ def params(conll_dir, tiny_model, tmp_path) -> dict:
 @pytest.fixture(scope="session")
 def library_run(conll_dir, tiny_model, tmp_path_factory) -> dict:
     """The steps data -> evaluate run once through the library on the slice with the tiny model."""
-    from nerflow.data import prepare_data
-    from nerflow.evaluate import evaluate
-    from nerflow.preprocess import preprocess
-    from nerflow.train import train
-    from nerflow.validate import validate_dataset
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.steps.preprocess import preprocess
+    from nerflow.steps.train import train
+    from nerflow.steps.validate import validate_dataset
 
     work = tmp_path_factory.mktemp("run")
     p = test_params(conll_dir, tiny_model, work)
@@ -159,8 +159,8 @@ def library_run(conll_dir, tiny_model, tmp_path_factory) -> dict:
 def strong_model(library_run, tmp_path_factory) -> dict:
     """The library run's model trained much longer (120 steps): it finds entities and is clearly
     better on the slice; with its evaluate step's metrics and predictions."""
-    from nerflow.evaluate import evaluate
-    from nerflow.train import train
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.steps.train import train
 
     work = tmp_path_factory.mktemp("strong")
     train(dict(library_run["params"]["train"], max_steps=120), library_run["features"], work / "model")

@@ -1,6 +1,6 @@
 """Sub-word label alignment and window merging."""
 
-from nerflow.align import IGNORE, align_labels, encode_words, merge_windows
+from nerflow.tasks.token.align import IGNORE, align_labels, encode_words, merge_windows
 
 LABELS = ["O", "B-PER", "I-PER"]
 
@@ -30,7 +30,7 @@ def test_long_sentence_every_word_labelled_once(tiny_model):
 
 
 def test_merge_prefers_the_window_with_most_context():
-    from nerflow.align import Windows
+    from nerflow.tasks.token.align import Windows
 
     # word 2 is at the right edge of window 0 (context 0) and in the middle of window 1
     w = Windows(input_ids=[[0] * 5, [0] * 5], attention_mask=[], token_type_ids=None,

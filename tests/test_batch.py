@@ -7,9 +7,10 @@ import random
 import pytest
 
 from conftest import run_cli, write_params
-from nerflow import NerflowError, batch
-from nerflow.predict import split_words
-from nerflow.readers import read_conll
+from nerflow import NerflowError
+from nerflow.cli import predict as batch
+from nerflow.tasks.token.predict import split_words
+from nerflow.tasks.token.readers import read_conll
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
@@ -28,7 +29,7 @@ def nerflow(argv, params=None):
 
 
 def typed(p: dict, **registry):
-    from nerflow.config import parse_params
+    from nerflow.core.config import parse_params
 
     p = json.loads(json.dumps(p))
     p["registry"].update(registry)
@@ -48,7 +49,7 @@ def trained(strong_model):
 
 @pytest.fixture(scope="module")
 def tagger(trained):
-    from nerflow.predict import WordTagger
+    from nerflow.tasks.token.predict import WordTagger
 
     return WordTagger(trained["model"])
 
@@ -254,7 +255,7 @@ def test_bad_predict_inputs_fail_with_file_line_and_write_nothing(trained, param
 
 
 def test_tagging_in_chunks_and_a_failure_midway_keeps_the_old_output(trained, params, conll_dir, tmp_path, monkeypatch):
-    from nerflow.predict import WordTagger
+    from nerflow.tasks.token.predict import WordTagger
 
     sizes = []
     original = WordTagger.predict
@@ -282,7 +283,7 @@ def test_tagging_in_chunks_and_a_failure_midway_keeps_the_old_output(trained, pa
 
 
 def test_production_model_and_registry_tags(library_run, trained, tmp_path, conll_dir, monkeypatch, capsys):
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     monkeypatch.delenv("BENTOML_HOME", raising=False)
     store = tmp_path / "store"
@@ -328,7 +329,7 @@ def test_character_level_model_tags_characters(trained, params, conll_dir, tmp_p
 
 
 def test_cli_predict_with_the_production_model_then_score(library_run, trained, conll_dir, tmp_path, capsys):
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     p = json.loads(json.dumps(library_run["params"]))
     p["registry"]["bentoml_home"] = str(tmp_path / "store")

@@ -89,8 +89,8 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     assert result["promoted"] is True and result["commit"] == second
     assert {p.name for p in runs[-1].iterdir()} == {"source-op", "gate-op", "package-op"}  # the rest cached
     assert check_gated_run(runs[-1], params, promoted=True) == tag
-    from nerflow.registry import Registry
-    from nerflow.versioned import data_version, opened, read_params
+    from nerflow.release.registry import Registry
+    from nerflow.orchestration.versioned import data_version, opened, read_params
 
     info = Registry("nerflow-ner", registry).info(tag)["metadata"]  # the model records where it came from
     assert info["git_revision"] == first and info["data_version"] == manifest["origin"]["data_version"]
@@ -100,7 +100,7 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
         assert at == first and data_version(old.data, fs)["hash"] == manifest["origin"]["data_version"]
     print(f"containerized pipeline: refused run {refused_s:.0f} s (all tasks), promoted run {promoted_s:.0f} s")
 
-    from nerflow.predict import WordTagger, tag_texts
+    from nerflow.tasks.token.predict import WordTagger, tag_texts
 
     reg = Registry("nerflow-ner", registry)
     bento = reg.state()["bentos"][tag]

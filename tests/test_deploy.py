@@ -17,7 +17,7 @@ def validate(doc: dict) -> None:
 @pytest.mark.parametrize("deploy", [{}, {"token_secret": "nerflow-api-token", "image_registry": "ghcr.io/team/",
                                          "namespace": "ml", "min_replicas": 1, "max_replicas": 3}])
 def test_manifests_validate_against_the_kubernetes_schemas(deploy):
-    from nerflow.deploy import manifests
+    from nerflow.release.deploy import manifests
 
     docs = manifests("nerflow-ner:abc123", "nerflow_ner:def456", deploy)
     assert [d["kind"] for d in docs] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
@@ -41,7 +41,7 @@ def test_manifests_validate_against_the_kubernetes_schemas(deploy):
 
 
 def test_the_validator_catches_what_a_cluster_would_refuse():
-    from nerflow.deploy import manifests
+    from nerflow.release.deploy import manifests
 
     deployment = manifests("nerflow-ner:abc123", None)[0]
     bad = copy.deepcopy(deployment)
@@ -56,7 +56,7 @@ def test_the_validator_catches_what_a_cluster_would_refuse():
 
 def test_deploy_params_are_checked():
     from nerflow import NerflowError
-    from nerflow.deploy import manifests
+    from nerflow.release.deploy import manifests
 
     with pytest.raises(NerflowError, match="max_replicas .1. is below min_replicas .2."):
         manifests("nerflow-ner:abc123", None, {"max_replicas": 1})

@@ -26,7 +26,7 @@ def test_torchrun_two_processes_train_like_one(library_run, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("BENTOML_HOME", None)
     # the launcher the KFP train task uses when train.resources asks for several processes
-    launch = ("import json, sys; from nerflow.train import train_processes; "
+    launch = ("import json, sys; from nerflow.steps.train import train_processes; "
               "s = train_processes(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], nproc=2); "
               "print('summary:', json.dumps(s))")
     r = subprocess.run([sys.executable, "-c", launch, json.dumps(p["train"]), str(library_run["features"]),

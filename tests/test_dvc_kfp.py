@@ -168,7 +168,7 @@ def kfp_run(repo, root, *extra, check=True):
 
 def check_gated_run(run_dir, params, promoted: bool) -> str:
     """The gate's decision in this run, the registry state it left, and package-op only if promoted."""
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     tasks = {p.name for p in run_dir.iterdir()}
     assert ("package-op" in tasks) is promoted
@@ -265,7 +265,7 @@ def test_reading_a_revision_leaves_no_clone_behind(tmp_path, params):
     folder) for the process's life: a scheduled retrain would leave one per run."""
     from dvc.repo import open_repo
 
-    from nerflow.versioned import opened, read_params
+    from nerflow.orchestration.versioned import opened, read_params
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLI, ROOT, run_cli, write_params
-from nerflow.metrics import score
+from nerflow.tasks.token.metrics import score
 
 
 
@@ -40,7 +40,7 @@ def test_trained_model_records_labels_data_version_and_progress(library_run):
 
 
 def test_seeded_training_is_repeatable(library_run, tmp_path):
-    from nerflow.train import train
+    from nerflow.steps.train import train
 
     train(library_run["params"]["train"], library_run["features"], tmp_path / "again")
     first = json.loads((library_run["model"] / "train_log.json").read_text())["summary"]["final_train_loss"]
@@ -111,7 +111,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(library_run, tmp_path)
     # complete as the library judges it (its trainer_state.json, the Trainer's last write, reads as JSON);
     # the kill can land while that file is being written (seen in CI: present but cut short), and such a
     # checkpoint is skipped too
-    from nerflow.train import _complete
+    from nerflow.steps.train import _complete
 
     done = sorted(int(c.name.split("-")[1]) for c in work.glob("checkpoint-*") if _complete(c))
     assert done and done[-1] >= 10

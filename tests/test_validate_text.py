@@ -6,9 +6,10 @@ import json
 import pytest
 
 from conftest import build_tiny_bert
-from nerflow.atomic import write_json
-from nerflow.config import Checks
-from nerflow.validate import ValidationFailed, format_table, validate_dataset
+from nerflow.core.files import write_json
+from nerflow.core.config import Checks
+from nerflow.steps.validate import ValidationFailed, validate_dataset
+from nerflow.core.gx import format_table
 
 SPLITS = ("train", "validation", "test")
 ADJECTIVES = ["good", "bad", "great", "poor", "fine", "dull", "nice", "awful"]
@@ -248,10 +249,10 @@ def test_subtoken_overflow_counts_texts_over_max_length(tmp_path, tiny_tokenizer
 
 
 def test_subtoken_lengths_equal_the_tokenizer_on_each_text(tmp_path, tiny_tokenizer):
-    from nerflow.data import load_dataset_dir, read_manifest
-    from nerflow.preprocess import load_tokenizer
-    from nerflow.text import encode
-    from nerflow.validate_text import read_texts, subtoken_lengths
+    from nerflow.core.dataset import load_dataset_dir, read_manifest
+    from nerflow.core.inference import load_tokenizer
+    from nerflow.tasks.text.encode import encode
+    from nerflow.tasks.text.validate import read_texts, subtoken_lengths
 
     texts = [t for t, _ in TRAIN[:5]] + [LONG, "", None, "Zürich 東京 naïve", LONG, "the good film"]
     ds = text_dataset(tmp_path, [(t, "0") for t in texts])
@@ -262,8 +263,9 @@ def test_subtoken_lengths_equal_the_tokenizer_on_each_text(tmp_path, tiny_tokeni
 
 
 def test_each_task_runs_only_its_own_checks(conll_dir, tmp_path):
-    from nerflow import validate, validate_text
-    from nerflow.data import prepare_data
+    from nerflow.steps import validate
+    from nerflow.tasks.text import validate as validate_text
+    from nerflow.steps.data import prepare_data
 
     ner = {e.meta["check"].split(".")[0] for es in validate.expectations(Checks()).values() for e in es}
     text = {e.meta["check"].split(".")[0] for es in validate_text.expectations(
@@ -280,7 +282,7 @@ def test_each_task_runs_only_its_own_checks(conll_dir, tmp_path):
 
 def test_from_a_tsv_through_the_data_step(tmp_path):
     """The data step's dataset of a TSV with a header (NSMC's layout) validated end to end."""
-    from nerflow.data import prepare_data
+    from nerflow.steps.data import prepare_data
 
     def tsv(name, rows):
         path = tmp_path / name

@@ -2,10 +2,11 @@
 the JSON Schema, the CLI and dvc.yaml agree with each other."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, run_cli, write_params
 
 
@@ -20,7 +21,7 @@ def _keys(tree, prefix=""):
 
 
 def test_params_yaml_spells_out_every_key_with_its_default():
-    from nerflow.config import Params
+    from nerflow.core.config import Params
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     defaults = Params().to_dict()
@@ -30,7 +31,7 @@ def test_params_yaml_spells_out_every_key_with_its_default():
 
 def test_library_defaults_are_the_pipeline_params():
     """Calling a step from Python with no params trains and gates exactly as params.yaml does."""
-    from nerflow.config import SECTIONS, load_params, section
+    from nerflow.core.config import SECTIONS, load_params, section
 
     params = load_params(ROOT / "params.yaml")
     for name, cls in SECTIONS.items():
@@ -106,15 +107,17 @@ def test_params_option_goes_before_or_after_the_subcommand(params, tmp_path):
 
 
 def test_dvc_yaml_is_derived_from_the_code():
-    from nerflow import wiring
+    from nerflow.orchestration import wiring
 
-    assert wiring.main(["--check"]) == 0, "dvc.yaml is stale: run `python -m nerflow.wiring`"
+    assert wiring.main(["--check"]) == 0, "dvc.yaml is stale: run `python -m nerflow.orchestration.wiring`"
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    # the code each stage runs, found through imports at any depth (function-level ones too)
-    assert {"src/nerflow/align.py", "src/nerflow/device.py", "src/nerflow/predict.py",
-            "src/nerflow/metrics.py"} <= set(stages["evaluate"]["deps"])
-    assert {"src/nerflow/predict.py", "src/nerflow/metrics.py", "src/nerflow/registry.py"} <= set(stages["gate"]["deps"])
-    assert "src/nerflow/readers.py" in stages["data"]["deps"] and "src/nerflow/train.py" not in stages["data"]["deps"]
+    # the code each stage runs, found through imports at any depth
+    assert {"src/nerflow/tasks/token/align.py", "src/nerflow/core/device.py", "src/nerflow/tasks/token/predict.py",
+            "src/nerflow/tasks/token/metrics.py"} <= set(stages["evaluate"]["deps"])
+    assert {"src/nerflow/tasks/token/predict.py", "src/nerflow/tasks/token/metrics.py",
+            "src/nerflow/release/registry.py"} <= set(stages["gate"]["deps"])
+    assert "src/nerflow/tasks/token/readers.py" in stages["data"]["deps"]
+    assert "src/nerflow/steps/train.py" not in stages["data"]["deps"]
     # param keys: a KFP-only or cosmetic key re-runs nothing
     train = set(stages["train"]["params"])
     assert {"train.learning_rate", "train.epochs", "train.model"} <= train
@@ -123,19 +126,62 @@ def test_dvc_yaml_is_derived_from_the_code():
     assert set(stages["package"]["deps"]) >= {"serving/service.py", "serving/bentofile.yaml", "serving/static"}
 
 
+def test_a_stage_depends_on_the_code_of_its_own_task_only():
+    """An edit to text classification never re-runs the NER pipeline, nor the other way round."""
+    from nerflow.orchestration import wiring
+    from nerflow.tasks.base import TEXT, TOKEN
+
+    for stage in wiring.STAGES:
+        token, text = wiring.code_deps(stage, task=TOKEN), wiring.code_deps(stage, task=TEXT)
+        assert not [d for d in token if "/tasks/text/" in d], (stage, token)
+        assert not [d for d in text if "/tasks/token/" in d], (stage, text)
+    assert "src/nerflow/tasks/token/metrics.py" in wiring.code_deps("train", task=TOKEN)
+    assert "src/nerflow/tasks/text/metrics.py" in wiring.code_deps("train", task=TEXT)
+    # register and package run no task code
+    assert not [d for d in wiring.code_deps("package", task=TOKEN) if "/tasks/token/" in d]
+
+
 def test_derived_deps_follow_a_new_import(tmp_path, monkeypatch):
-    """A function-level import added to a step module lands in that stage's deps."""
+    """An import added at the top of a step module lands in that stage's deps."""
     import shutil
 
-    from nerflow import wiring
+    from nerflow.orchestration import wiring
 
     pkg = tmp_path / "src" / "nerflow"
     shutil.copytree(wiring.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(wiring, "PACKAGE_DIR", pkg)
-    assert "src/nerflow/summary.py" not in wiring.code_deps("gate", tmp_path)
-    gate_py = pkg / "gate.py"
-    gate_py.write_text(gate_py.read_text() + "\n\ndef _later():\n    from nerflow.summary import summary\n")
-    assert "src/nerflow/summary.py" in wiring.code_deps("gate", tmp_path)
+    assert "src/nerflow/cli/summary.py" not in wiring.code_deps("gate", tmp_path)
+    gate_py = pkg / "steps" / "gate.py"
+    gate_py.write_text(gate_py.read_text().replace("from nerflow import NerflowError\n",
+                                                   "from nerflow import NerflowError\nfrom nerflow.cli import summary\n"))
+    assert "src/nerflow/cli/summary.py" in wiring.code_deps("gate", tmp_path)
+
+
+def test_the_import_contracts_catch_an_import_that_points_up(tmp_path):
+    """lint-imports (make test) passes on the package and fails on a copy of it where a task
+    imports the other task and a core module imports a step, naming both contracts."""
+    import shutil
+    import subprocess
+    import sys
+
+    from nerflow.orchestration import wiring
+
+    pkg = tmp_path / "src" / "nerflow"
+    shutil.copytree(wiring.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    lint = [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    ok = subprocess.run(lint, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    metrics = pkg / "tasks" / "token" / "metrics.py"
+    metrics.write_text(metrics.read_text() + "\nfrom nerflow.tasks.text import metrics as text_metrics  # noqa\n")
+    stats = pkg / "core" / "stats.py"
+    stats.write_text(stats.read_text() + "\nfrom nerflow.steps import gate  # noqa\n")
+    bad = subprocess.run(lint, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "Contracts: 0 kept, 3 broken." in bad.stdout  # the layers, the tasks' independence, no circle
+    assert "nerflow.tasks.token.metrics -> nerflow.tasks.text.metrics" in bad.stdout
+    assert "nerflow.core.stats -> nerflow.steps.gate" in bad.stdout
 
 
 def test_score_runs_outside_a_project_without_a_params_file(tmp_path):
@@ -152,7 +198,7 @@ def test_score_runs_outside_a_project_without_a_params_file(tmp_path):
 
 
 def test_a_partly_given_section_keeps_the_other_defaults():
-    from nerflow.config import ValidateParams, section
+    from nerflow.core.config import ValidateParams, section
 
     checks = section(ValidateParams, {"checks": {"subtoken_overflow": {"severity": "error"},
                                                  "duplicates": {"error_fraction": 1.0},

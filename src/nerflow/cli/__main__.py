@@ -1,0 +1,7 @@
+"""``python -m nerflow.cli``: the nerflow command (how torchrun starts each training process)."""
+
+import sys
+
+from nerflow.cli.main import main
+
+sys.exit(main())

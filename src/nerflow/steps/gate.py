@@ -1,0 +1,150 @@
+"""Step `gate`: champion/challenger decision.
+
+The challenger (the model just trained, registered as a candidate) is promoted only when
+
+1. its test F1 is at least ``gate.min_f1``;
+2. every entity type's F1 is at least its floor (``gate.type_min_f1[type]``, else
+   ``gate.default_type_min_f1``);
+and, when a production model (the champion) exists, re-scored on the challenger's test set:
+3. no type's F1 falls more than ``gate.max_type_regression`` below the champion's;
+4. its F1 beats the champion's by more than ``gate.min_delta``, and a paired bootstrap over
+   test sentences (``gate.bootstrap``: samples, seed, confidence) finds it ahead by more than
+   ``min_delta`` in at least ``confidence`` of the resamples: the gain is not noise.
+
+No champion: checks 1-2 only. A challenger that scores below the champion is never promoted
+(check 4 needs a positive gain, and ``min_delta`` may not be negative). The decision JSON
+records every number and the reason for each check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from nerflow import NerflowError
+from nerflow.core.config import GateParams, section
+from nerflow.core.files import read_json, write_json
+from nerflow.core.stats import paired_bootstrap
+from nerflow.tasks.registry import task_named, task_of
+
+
+def _gate_params(params: GateParams | dict[str, Any]) -> dict[str, Any]:
+    """The gate's settings, flat, as the decision records them."""
+    g = section(GateParams, params)
+    return {
+        "min_f1": g.min_f1, "type_min_f1": dict(g.type_min_f1), "default_type_min_f1": g.default_type_min_f1,
+        "max_type_regression": g.max_type_regression, "min_delta": g.min_delta, "samples": g.bootstrap.samples,
+        "seed": g.bootstrap.seed, "confidence": g.bootstrap.confidence, "scheme": g.scheme, "metric": g.metric,
+    }
+
+
+METRIC_NAMES = {"f1": "F1", "macro_f1": "macro F1", "accuracy": "accuracy"}
+
+
+def decide(
+    params: GateParams | dict[str, Any],
+    gold: Sequence,
+    challenger_pred: Sequence,
+    champion_pred: Sequence | None = None,
+    challenger_tag: str | None = None,
+    champion_tag: str | None = None,
+    task=None,
+    labels: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The decision, with every number and the reason for each check. ``task`` (nerflow.tasks.registry;
+    default token classification) scores the predictions: tag sequences per sentence, or a
+    label per text (``labels``: the model's label set, in its order)."""
+    task = task or task_named(None)
+    p = _gate_params(params)
+    metric, what = p["metric"], METRIC_NAMES[p["metric"]]
+    challenger = task.gate_score(gold, challenger_pred, metric, p["scheme"], labels)
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, passed: bool, reason: str, **numbers: Any) -> None:
+        checks.append({"check": name, "passed": bool(passed), "reason": reason, **numbers})
+
+    f1 = challenger["value"]
+    check("min_f1", f1 >= p["min_f1"], f"test {what} {f1:.4f} {'>=' if f1 >= p['min_f1'] else '<'} gate.min_f1 {p['min_f1']:.4f}",
+          value=f1, threshold=p["min_f1"])
+    for etype, v in challenger["per_type"].items():
+        floor = p["type_min_f1"].get(etype, p["default_type_min_f1"])
+        if floor > 0 and v["support"] > 0:
+            ok = v["f1"] >= floor
+            check(f"type_min_f1:{etype}", ok, f"{etype} F1 {v['f1']:.4f} {'>=' if ok else '<'} floor {floor:.4f}",
+                  value=v["f1"], threshold=floor)
+
+    decision: dict[str, Any] = {
+        "challenger": {"tag": challenger_tag, "f1": f1, "precision": challenger["precision"], "recall": challenger["recall"],
+                       "per_type": {t: v["f1"] for t, v in challenger["per_type"].items()}},
+        "champion": None, "task": task.name, "metric": metric, "scheme": p["scheme"], "sentences": len(gold), "params": p,
+    }
+    if champion_pred is not None:
+        champion = task.gate_score(gold, champion_pred, metric, p["scheme"], labels)
+        decision["champion"] = {"tag": champion_tag, "f1": champion["value"], "precision": champion["precision"],
+                                "recall": champion["recall"], "per_type": {t: v["f1"] for t, v in champion["per_type"].items()}}
+        for etype, v in champion["per_type"].items():
+            if v["support"] == 0:
+                continue
+            mine = challenger["per_type"].get(etype, {"f1": 0.0})["f1"]
+            drop = v["f1"] - mine
+            ok = drop <= p["max_type_regression"] + 1e-12
+            check(f"type_regression:{etype}", ok,
+                  f"{etype} F1 {mine:.4f} vs champion {v['f1']:.4f} (drop {max(drop, 0):.4f} "
+                  f"{'<=' if ok else '>'} gate.max_type_regression {p['max_type_regression']:.4f})",
+                  value=mine, champion=v["f1"], threshold=p["max_type_regression"])
+        delta = f1 - champion["value"]
+        ok = delta > p["min_delta"]
+        check("beats_champion", ok, f"{what} {f1:.4f} vs champion {champion['value']:.4f}: gain {delta:+.4f} "
+              f"{'>' if ok else '<='} gate.min_delta {p['min_delta']:.4f}", value=delta, threshold=p["min_delta"])
+        mine_counts, value = task.bootstrap_counts(gold, challenger_pred, metric, p["scheme"], labels)
+        theirs_counts, _ = task.bootstrap_counts(gold, champion_pred, metric, p["scheme"], labels)
+        boot = paired_bootstrap(mine_counts, theirs_counts, p["samples"], p["seed"], p["min_delta"], p["confidence"], value)
+        decision["bootstrap"] = boot
+        ok = boot["share_ahead"] >= p["confidence"]
+        lo, hi = boot["delta_interval"]
+        check("bootstrap", ok, f"ahead by more than {p['min_delta']:.4f} in {boot['share_ahead']:.1%} of {p['samples']} paired "
+              f"resamples ({'>=' if ok else '<'} {p['confidence']:.0%}); gain interval [{lo:+.4f}, {hi:+.4f}]",
+              value=boot["share_ahead"], threshold=p["confidence"])
+
+    promote = all(c["passed"] for c in checks)
+    failed = [c["reason"] for c in checks if not c["passed"]]
+    decision.update(
+        promote=promote,
+        reasons=failed if failed else [c["reason"] for c in checks if c["check"] in ("min_f1", "beats_champion", "bootstrap")]
+        + ([] if champion_pred is not None else ["no production model yet: thresholds only"]),
+        checks=checks,
+        metrics={"f1": f1, "precision": challenger["precision"], "recall": challenger["recall"]},
+    )
+    return decision
+
+
+def gate(
+    params: GateParams | dict[str, Any],
+    predictions_path: str | Path,
+    registered_path: str | Path,
+    decision_out: str | Path,
+    registry=None,
+) -> dict[str, Any]:
+    """Decide on the registered challenger; the champion is the registry's production model,
+    re-scored here on the challenger's test examples. The challenger's task (its model's
+    nerflow.json) says how predictions read and score; a champion of another task (a registry
+    name reused for a new task) is refused as a comparison, never silently promoted over."""
+    Path(predictions_path).stat()  # a missing predictions file is named before the registered record
+    challenger_tag = read_json(registered_path)["model_tag"]
+    task = task_of(registry.model_dir(challenger_tag)) if registry is not None else task_of(None)
+    inputs, gold, pred, labels = task.read_predictions(predictions_path)
+    champion_tag = registry.production() if registry is not None else None
+    if champion_tag == challenger_tag:
+        decision = decide(params, gold, pred, None, challenger_tag, task=task, labels=labels)
+        decision.update(promote=False, reasons=[f"{challenger_tag} is already the production model"])
+    else:
+        champion_pred = None
+        if champion_tag is not None:
+            champion_dir = registry.model_dir(champion_tag)
+            if task_of(champion_dir).name != task.name:
+                raise NerflowError(f"gate: the production model {champion_tag} is a {task_of(champion_dir).name} model and "
+                                   f"the challenger {challenger_tag} a {task.name} one: use another registry.model_name")
+            champion_pred = task.predict_labels(champion_dir, inputs)
+        decision = decide(params, gold, pred, champion_pred, challenger_tag, champion_tag, task=task, labels=labels)
+    write_json(decision_out, decision)
+    return decision

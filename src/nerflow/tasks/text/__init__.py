@@ -1,0 +1,2 @@
+"""Text classification: a label per text (sentiment, topic, intent). ``task.TASK`` is what the
+steps call (nerflow.tasks.base.Task)."""
