@@ -35,6 +35,9 @@ LONGEST_FIRST = ("test_dvc_kfp.py", "test_text_classification.py", "test_contain
 
 
 def pytest_collection_modifyitems(items):
+    for item in items:  # tests/integration: real servers, DVC repositories, KFP runs, containers
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
     rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its order
 

@@ -21,7 +21,7 @@ A Q4_0 block is 32 weights in 18 bytes: an fp16 scale ``d`` then 16 bytes whose 
 weight j and high nibble weight j+16, each worth ``(nibble - 8) * d``.
 
 The C engine also quantizes activations to int8 per 32-block, so its embeddings and this fp32
-model's agree to cosine ~0.999+, not exactly (tests/test_assets.py measures it).
+model's agree to cosine ~0.999+, not exactly (tests/unit/core/test_assets.py measures it).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ from typing import Any, Iterable, Sequence
 import jinja2
 import numpy as np
 
+# Heavy libraries (matplotlib) are imported inside the functions that use them, on purpose:
+# the CLI starts without them and a step loads only what it runs.
+
 TEMPLATES = Path(__file__).parent / "templates"  # page.html.j2 and style.css, which every page shares
 
 
@@ -37,9 +40,6 @@ def render(template: str, folder: Path | None = None, **context: Any) -> str:
     """``template`` from ``folder`` (a package's ``templates/``; the core folder when None or
     when not found there) rendered with ``context``."""
     return _environment(None if folder is None else Path(folder)).get_template(template).render(**context)
-
-# Heavy libraries (matplotlib) are imported inside the functions that use them, on purpose:
-# the CLI starts without them and a step loads only what it runs.
 
 
 def write_confusion(folder: Path, pairs: Iterable[tuple[str, str]], matrix: list[list[int]], labels: Sequence[str]) -> None:

@@ -73,7 +73,7 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     does (without ``dev_score``: fp32, nothing to check int8 against). The file not chosen is
     removed; ``runtime_check`` records the scores. ``reference``: ``model``'s own dev
     score when training already measured it (the kept best checkpoint): fp32 is not scored again,
-    as its export scores what torch does (tests/test_runtime.py; the check took 70 -> 33 s on the main job).
+    as its export scores what torch does (tests/unit/core/test_runtime.py; the check took 70 -> 33 s on the main job).
     ``layout``: the packed layout tried first (``LAYOUTS``; ``packed``, the earlier one, for tests
     of models exported before ``blocks``); a model that cannot take it is tried with the layouts
     after it in ``LAYOUTS``, then padded."""
@@ -97,7 +97,7 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     model.eval()
     record: dict[str, Any] = {}
     # the tracer warns about shape checks it freezes: they hold for every input (a mask as long as its ids;
-    # no causal mask), and an exported model scores the test split as torch does (tests/test_runtime.py)
+    # no causal mask), and an exported model scores the test split as torch does (tests/unit/core/test_runtime.py)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = model.float()

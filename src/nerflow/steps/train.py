@@ -148,18 +148,47 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     there as dvclive plots."""
     import torch
     import transformers
-    from datasets import disable_progress_bars, load_from_disk
-    from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments
+    from datasets import disable_progress_bars
 
     params = section(TrainParams, params)
     disable_progress_bars()
     transformers.logging.set_verbosity_error()
-    features_dir = Path(features_dir)
+    info, features, tokenizer, model_path, kept = _read_features(params, Path(features_dir))
+    task = task_of(info)
+    transformers.set_seed(params.seed)
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    model, loading = _new_model(task, params, model_path, info["labels"], kept)
+    device, precision = resolve_precision(params.precision)
+    eval_each_epoch = params.eval_each_epoch and "validation" in features
+    model_out = Path(model_out)
+    work_dir = model_out.parent / f".{model_out.name}.trainer"
+    resume_from = _checkpoint_to_resume(work_dir, params, info) if params.resume else None
+    args = _arguments(params, work_dir, device, precision, eval_each_epoch)
+    trainer = _trainer(task, params, model, loading, args, info, features, tokenizer, eval_each_epoch)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_json(work_dir / RUN_KEY, _run_key(params, info))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.perf_counter() - started
+    summary = _summary(trainer, result, seconds, device, precision, info, len(features["train"]), resume_from)
+    if trainer.is_world_process_zero():
+        _save(trainer, task, params, info, features, tokenizer, summary, model_out)
+        if curves_dir is not None:
+            write_curves(trainer.state.log_history, curves_dir)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return summary
+
+
+def _read_features(params: TrainParams, features_dir: Path):
+    """(preprocess.json, the features, their tokenizer, the model's folder, the kept vocabulary
+    ids or None), after checking that the model's vocabulary is the features' one."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
     if not (features_dir / FEATURES_INFO).exists():
         raise NerflowError(f"{features_dir}: no preprocessed features (run the preprocess step first)")
     info = json.loads((features_dir / FEATURES_INFO).read_text())
-    task = task_of(info)
-    labels = info["labels"]
     features = load_from_disk(str(features_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(features_dir / "tokenizer"))
     model_path = local_model(params.model, "train.model")
@@ -173,11 +202,19 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
             f"train.model {params.model} has another vocabulary than the tokenizer the features "
             f"were made with ({info['tokenizer']}): set preprocess.model to the same model"
         )
-    seed = params.seed
-    transformers.set_seed(seed)
-    if params.threads:
-        torch.set_num_threads(params.threads)
-    model, loading = task.model_class().from_pretrained(
+    return info, features, tokenizer, model_path, kept
+
+
+def _model_class(task):
+    import transformers
+
+    return getattr(transformers, task.auto_model)
+
+
+def _new_model(task, params: TrainParams, model_path: Path, labels: list[str], kept: list[int] | None):
+    """The encoder with a fresh head for ``labels`` (and from_pretrained's loading info), its
+    vocabulary trimmed and its bottom frozen as params say."""
+    model, loading = _model_class(task).from_pretrained(
         str(model_path),
         **_layers(model_path, params.layers),
         **_attention_dropout(model_path, params.attention_dropout),
@@ -193,15 +230,14 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
             param.requires_grad = False
     if params.freeze_layers:
         _freeze_bottom(model, params.freeze_layers)
-    device, precision = resolve_precision(params.precision)
-    eval_each_epoch = params.eval_each_epoch and "validation" in features
-    patience = params.early_stopping_patience
-    keep_best = eval_each_epoch and params.keep_best
+    return model, loading
+
+
+def _save_settings(params: TrainParams, keep_best: bool) -> dict[str, Any]:
+    """The Trainer's checkpoint settings: each epoch (keep-best / early stopping), every
+    ``save_steps`` (resumable), both, or none."""
     save_steps = params.save_steps
-    model_out = Path(model_out)
-    work_dir = model_out.parent / f".{model_out.name}.trainer"
-    resume_from = _checkpoint_to_resume(work_dir, params, info) if params.resume else None
-    if keep_best or patience:
+    if keep_best or params.early_stopping_patience:
         save = {"save_strategy": "epoch", "load_best_model_at_end": True, "metric_for_best_model": "f1",
                 "greater_is_better": True, "save_total_limit": 2}
     elif save_steps > 0:
@@ -211,9 +247,18 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
     if save_steps > 0 and save["save_strategy"] == "epoch":
         # checkpoints every N steps as well as at each epoch: steps strategy with evaluation on the same steps
         save.update(save_strategy="steps", save_steps=save_steps)
-    args = TrainingArguments(
+    return save
+
+
+def _arguments(params: TrainParams, work_dir: Path, device: str, precision: str, eval_each_epoch: bool):
+    from transformers import TrainingArguments
+
+    keep_best = eval_each_epoch and params.keep_best
+    save = _save_settings(params, keep_best or bool(params.early_stopping_patience))
+    by_steps = save.get("save_strategy") == "steps" and keep_best
+    return TrainingArguments(
         output_dir=str(work_dir),
-        seed=seed,
+        seed=params.seed,
         num_train_epochs=params.epochs,
         max_steps=params.max_steps if params.max_steps > 0 else -1,
         per_device_train_batch_size=params.batch_size,
@@ -226,8 +271,8 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        eval_strategy=("steps" if save.get("save_strategy") == "steps" and keep_best else "epoch") if eval_each_epoch else "no",
-        eval_steps=save_steps if save.get("save_strategy") == "steps" and keep_best else None,
+        eval_strategy=("steps" if by_steps else "epoch") if eval_each_epoch else "no",
+        eval_steps=params.save_steps if by_steps else None,
         **save,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
         torch_compile=params.torch_compile,
@@ -239,7 +284,15 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         report_to="none",
         disable_tqdm=not params.progress,
     )
-    trainer = _sequential_eval_trainer()(
+
+
+def _trainer(task, params: TrainParams, model, loading, args, info, features, tokenizer, eval_each_epoch: bool):
+    from transformers import EarlyStoppingCallback
+
+    patience = params.early_stopping_patience
+    optimizer = _optimizer(model, params.learning_rate, params.head_learning_rate or params.learning_rate,
+                           params.weight_decay, params.optimizer, set(loading.get("missing_keys") or ()))
+    return _sequential_eval_trainer()(
         model=model,
         args=args,
         train_dataset=features["train"],
@@ -248,33 +301,22 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         processing_class=tokenizer,
         compute_metrics=task.dev_metrics(info, features) if eval_each_epoch else None,
         preprocess_logits_for_metrics=lambda logits, _labels: logits.argmax(-1),
-        optimizers=(
-            _optimizer(
-                model,
-                params.learning_rate,
-                params.head_learning_rate or params.learning_rate,
-                params.weight_decay,
-                params.optimizer,
-                set(loading.get("missing_keys") or ()),
-            ),
-            None,
-        ),
+        optimizers=(optimizer, None),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience and eval_each_epoch else None,
     )
-    work_dir.mkdir(parents=True, exist_ok=True)
-    write_json(work_dir / RUN_KEY, _run_key(params, info))
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    seconds = time.perf_counter() - started
+
+
+def _summary(trainer, result, seconds: float, device: str, precision: str, info: dict[str, Any], windows: int,
+             resume_from: Path | None) -> dict[str, Any]:
+    """What train_log.json and nerflow.json record of the run."""
     history = trainer.state.log_history
-    dev = [{"epoch": h["epoch"], "f1": h["eval_f1"]} for h in history if "eval_f1" in h]
     eval_seconds = sum(h.get("eval_runtime", 0.0) for h in history)
-    summary = {
+    return {
         "device": device,
         "precision": precision,
         "train_seconds": round(seconds, 1),
         "dev_eval_seconds": round(eval_seconds, 1),
-        "train_windows": len(features["train"]),
+        "train_windows": windows,
         # sentences seen per second of training proper (per-epoch dev evaluation excluded)
         "train_sentences_per_second": round(
             _examples(info["splits"]["train"]) * float(result.metrics.get("epoch", 1)) / max(seconds - eval_seconds, 1e-9), 2
@@ -282,14 +324,20 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         "steps": trainer.state.global_step,
         "epochs": float(result.metrics.get("epoch", 0)),
         "final_train_loss": float(result.training_loss),
-        "dev_f1": dev,
+        "dev_f1": [{"epoch": h["epoch"], "f1": h["eval_f1"]} for h in history if "eval_f1" in h],
         "best_dev_f1": trainer.state.best_metric,
         "best_checkpoint_step": _step_of(trainer.state.best_model_checkpoint),
         "resumed_from_step": _step_of(resume_from),
     }
+
+
+def _save(trainer, task, params: TrainParams, info: dict[str, Any], features, tokenizer, summary: dict[str, Any],
+          model_out: Path) -> None:
+    """The model folder, atomically: weights and tokenizer, the runtime export (nerflow.core.runtime),
+    nerflow.json and train_log.json."""
     model_info = {
         "task": task.name,
-        "labels": labels,
+        "labels": info["labels"],
         "max_length": info["max_length"],
         **{k: info[k] for k in FEATURE_KEYS if k in info},
         "level": info.get("level", "word"),
@@ -298,24 +346,18 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
         "base_model": params.model,
         "train": summary,
     }
-    if trainer.is_world_process_zero():
-        with atomic_dir(model_out) as tmp:
-            trainer.save_model(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            # the saved model, for the runtime it is evaluated and served with (nerflow.core.runtime)
-            saved = task.model_class().from_pretrained(str(tmp)).eval()
-            scorer = _dev_scorer(task, info, features, tokenizer, params.batch_size * 2) if params.runtime == "auto" else None
-            # with keep_best the saved model is the best checkpoint: its dev F1 is the Trainer's best metric
-            known = trainer.state.best_metric if params.keep_best and params.eval_each_epoch else None
-            model_info.update(runtime_export(saved, tokenizer, tmp, params.runtime, scorer, params.int8_max_drop, known))
-            del saved
-            write_json(tmp / MODEL_INFO, model_info)
-            write_json(tmp / "train_log.json", {"summary": summary, "log_history": history})
-        if curves_dir is not None:
-            write_curves(history, curves_dir)
-
-        shutil.rmtree(work_dir, ignore_errors=True)
-    return summary
+    with atomic_dir(model_out) as tmp:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        # the saved model, for the runtime it is evaluated and served with (nerflow.core.runtime)
+        saved = _model_class(task).from_pretrained(str(tmp)).eval()
+        scorer = _dev_scorer(task, info, features, tokenizer, params.batch_size * 2) if params.runtime == "auto" else None
+        # with keep_best the saved model is the best checkpoint: its dev F1 is the Trainer's best metric
+        known = trainer.state.best_metric if params.keep_best and params.eval_each_epoch else None
+        model_info.update(runtime_export(saved, tokenizer, tmp, params.runtime, scorer, params.int8_max_drop, known))
+        del saved
+        write_json(tmp / MODEL_INFO, model_info)
+        write_json(tmp / "train_log.json", {"summary": summary, "log_history": trainer.state.log_history})
 
 
 def _sequential_eval_trainer():

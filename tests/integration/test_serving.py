@@ -6,13 +6,12 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import bentoml_server, run_cli, write_params
 
 TEXT = "Angela Merkel visited Paris, France."
@@ -142,7 +141,11 @@ def test_batch_poll_interval_is_set_on_bentomls_dispatcher_and_bad_values_are_na
     from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
     from nerflow import NerflowError
-    from nerflow.release.patches import DEFAULT_BATCH_POLL_MS, batch_poll_ms, install_batch_poll
+    from nerflow.release.patches import (
+        DEFAULT_BATCH_POLL_MS,
+        batch_poll_ms,
+        install_batch_poll,
+    )
 
     # the dispatcher reads the attribute at every poll: a BentoML that stops doing so fails here
     assert inspect.getsource(CorkDispatcher.controller).count("asyncio.sleep(self.TICKET_INTERVAL)") >= 2

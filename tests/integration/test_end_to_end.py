@@ -6,10 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import CLI, ROOT, run_cli, write_params
-from nerflow.tasks.token.metrics import score
 
+from nerflow.tasks.token.metrics import score
 
 
 def read_jsonl(path):

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import run_cli, write_params
+from conftest import ROOT, run_cli, write_params
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SHA = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"  # any 40 hex digits: the cache maps refs/main to it
@@ -248,9 +247,9 @@ def korean_run(tmp_path_factory):
 def test_trimmed_vocabulary_keeps_the_corpus_pieces_and_tokenizes_it_the_same(korean_run):
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from nerflow.tasks.token.align import encode_texts
     from nerflow.core.dataset import load_dataset_dir
     from nerflow.core.vocab import unknown_share
+    from nerflow.tasks.token.align import encode_texts
 
     work, info = korean_run["work"], korean_run["info"]
     assert korean_run["manifest"]["level"] == "char"
@@ -278,6 +277,7 @@ def korean_server(korean_run):
     """The Korean model registered, promoted (its Bento built) and served by a real `bentoml serve`
     of that Bento, under a registry name other than the default."""
     from conftest import bentoml_server
+
     from nerflow.release.registry import Registry
 
     work, metrics = korean_run["work"], korean_run["metrics"]
@@ -337,7 +337,7 @@ def test_the_page_highlights_hangul_entities(korean_server, browser):
 def test_the_example_params_files_are_valid(name):
     from nerflow.core.config import load_params, source_list
 
-    params = load_params(Path(__file__).resolve().parents[1] / "examples" / name)
+    params = load_params(ROOT / "examples" / name)
     assert params.preprocess.trim_vocabulary and params.train.model == "models/multilingual-e5-small"
     if name == "cross-lingual.yaml":
         assert [s.label() for s in source_list(params.data.test)] == ["en", "es"]

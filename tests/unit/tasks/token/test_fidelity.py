@@ -6,12 +6,17 @@ import random
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA, build_tiny_bert
-from nerflow.tasks.token.align import align_labels, encode_texts, encode_words, fill_characters, merge_windows
+
+from nerflow.tasks.token.align import (
+    align_labels,
+    encode_texts,
+    encode_words,
+    fill_characters,
+    merge_windows,
+)
 from nerflow.tasks.token.analysis import error_kinds
-from nerflow.tasks.token.metrics import character_f1, score
-from nerflow.tasks.token.metrics import word_level
+from nerflow.tasks.token.metrics import character_f1, score, word_level
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
@@ -85,9 +90,8 @@ def test_long_sentence_is_fully_labelled_and_scored(library_run, tmp_path):
 
 def byte_bpe(tmp_path: Path, words):
     """A tiny byte-level BPE tokenizer (RoBERTa family): the 256 byte symbols, no merges."""
-    from transformers import RobertaTokenizer
-
     from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import RobertaTokenizer
 
     alphabet = ByteLevel.alphabet()
     vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + sorted(alphabet))}
@@ -191,8 +195,8 @@ def test_klue_ner_slice_trains_and_reports_entity_and_character_f1(tmp_path):
     from nerflow.steps.data import prepare_data
     from nerflow.steps.evaluate import evaluate
     from nerflow.steps.preprocess import preprocess
-    from nerflow.tasks.token.readers import read_klue
     from nerflow.steps.train import train
+    from nerflow.tasks.token.readers import read_klue
 
     path = SHARED_DATA / "klue-ner" / "klue-ner-v1.1_dev.tsv"
     manifest = prepare_data({"path": str(path), "split_ratios": {"train": 0.8, "validation": 0.1, "test": 0.1},

@@ -4,14 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from nerflow import NerflowError
-from nerflow.steps.data import prepare_data
 from nerflow.core.dataset import read_corpus, split_by_ratio
+from nerflow.steps.data import prepare_data
+from nerflow.steps.validate import validate_dataset
 from nerflow.tasks.token.data import sentences
 from nerflow.tasks.token.readers import read_conll, read_klue, to_iob2
-from nerflow.steps.validate import validate_dataset
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not on this machine")
 SPLIT_FILES = ("train", "validation", "test")

@@ -6,15 +6,14 @@ import os
 import random
 
 import pytest
+from conftest import run_cli, write_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli, write_params
 from nerflow import NerflowError
-from nerflow.steps.gate import decide
 from nerflow.core.stats import paired_bootstrap
-from nerflow.tasks.token.metrics import sentence_counts
-from nerflow.tasks.token.metrics import score
+from nerflow.steps.gate import decide
+from nerflow.tasks.token.metrics import score, sentence_counts
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG"]
 

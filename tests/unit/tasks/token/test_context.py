@@ -59,11 +59,12 @@ def test_pack_documents_keeps_documents_apart_and_windows_within_budget():
 
 
 def test_preprocess_packs_a_document_into_windows_with_every_tag_in_place(params, tmp_path):
-    from nerflow.core.dataset import load_dataset_dir
-    from nerflow.steps.data import prepare_data
-    from nerflow.core.inference import load_tokenizer
-    from nerflow.steps.preprocess import preprocess
     from datasets import load_from_disk
+
+    from nerflow.core.dataset import load_dataset_dir
+    from nerflow.core.inference import load_tokenizer
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.preprocess import preprocess
 
     prepare_data(params["data"], tmp_path / "ds")
     rows = load_dataset_dir(tmp_path / "ds")["train"]
@@ -93,8 +94,8 @@ def test_preprocess_packs_a_document_into_windows_with_every_tag_in_place(params
 
 
 def test_evaluate_reads_the_test_split_in_the_windows_the_model_was_trained_on(library_run):
-    from nerflow.tasks.token.align import subtoken_counts
     from nerflow.core.dataset import load_dataset_dir
+    from nerflow.tasks.token.align import subtoken_counts
     from nerflow.tasks.token.predict import WordTagger
 
     info = json.loads((library_run["model"] / "nerflow.json").read_text())

@@ -5,8 +5,8 @@ import json
 import random
 
 import pytest
-
 from conftest import run_cli, write_params
+
 from nerflow import NerflowError
 from nerflow.cli import predict as batch
 from nerflow.tasks.token.predict import split_words

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import requests
 import yaml
-
 from conftest import ROOT, bentoml_server, build_tiny_bert, run_cli, write_params
 
 SENTENCES = [

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import ROOT, bentoml_server, free_port, run_cli, wait_ready, write_params
 from test_dvc_kfp import check_gated_run, commit, kfp_run, versioned_repo
 
@@ -89,8 +88,8 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     assert result["promoted"] is True and result["commit"] == second
     assert {p.name for p in runs[-1].iterdir()} == {"source-op", "gate-op", "package-op"}  # the rest cached
     assert check_gated_run(runs[-1], params, promoted=True) == tag
-    from nerflow.release.registry import Registry
     from nerflow.orchestration.versioned import data_version, opened, read_params
+    from nerflow.release.registry import Registry
 
     info = Registry("nerflow-ner", registry).info(tag)["metadata"]  # the model records where it came from
     assert info["git_revision"] == first and info["data_version"] == manifest["origin"]["data_version"]

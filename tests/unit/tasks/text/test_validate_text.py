@@ -4,12 +4,12 @@ import itertools
 import json
 
 import pytest
-
 from conftest import build_tiny_bert
-from nerflow.core.files import write_json
+
 from nerflow.core.config import Checks
-from nerflow.steps.validate import ValidationFailed, validate_dataset
+from nerflow.core.files import write_json
 from nerflow.core.gx import format_table
+from nerflow.steps.validate import ValidationFailed, validate_dataset
 
 SPLITS = ("train", "validation", "test")
 ADJECTIVES = ["good", "bad", "great", "poor", "fine", "dull", "nice", "awful"]
@@ -263,9 +263,9 @@ def test_subtoken_lengths_equal_the_tokenizer_on_each_text(tmp_path, tiny_tokeni
 
 
 def test_each_task_runs_only_its_own_checks(conll_dir, tmp_path):
-    from nerflow.steps import validate
-    from nerflow.tasks.text import validate as validate_text
     from nerflow.steps.data import prepare_data
+    from nerflow.tasks.text import validate as validate_text
+    from nerflow.tasks.token import validate
 
     ner = {e.meta["check"].split(".")[0] for es in validate.expectations(Checks()).values() for e in es}
     text = {e.meta["check"].split(".")[0] for es in validate_text.expectations(

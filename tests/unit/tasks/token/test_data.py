@@ -6,8 +6,8 @@ import pytest
 
 from nerflow import NerflowError
 from nerflow.core.dataset import content_hash, load_dataset_dir
-from nerflow.tasks.token.data import count_entities, label_list
 from nerflow.steps.data import prepare_data
+from nerflow.tasks.token.data import count_entities, label_list
 from nerflow.tasks.token.readers import read_conll
 
 

@@ -53,8 +53,8 @@ def test_auto_runtime_keeps_int8_only_within_its_dev_budget(library_run, strong_
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from nerflow.core.runtime import OnnxModel, export
-    from nerflow.tasks.registry import task_of
     from nerflow.steps.train import _dev_scorer
+    from nerflow.tasks.registry import task_of
 
     model = strong_model["model"]
     info = json.loads((model / "nerflow.json").read_text())
@@ -131,8 +131,8 @@ def test_onnx_runtime_tags_exactly_as_torch_and_int8_runs(library_run, tmp_path)
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from nerflow.core.dataset import load_dataset_dir
-    from nerflow.tasks.token.predict import WordTagger
     from nerflow.core.runtime import OnnxModel, export
+    from nerflow.tasks.token.predict import WordTagger
 
     model = library_run["model"]
     info = json.loads((model / "nerflow.json").read_text())
@@ -404,8 +404,16 @@ def test_packed_export_gives_each_text_its_logits_alone_across_encoder_families(
     padded, as before. A row longer than the budget runs alone."""
     pytest.importorskip("onnxruntime")
     import torch
-    from transformers import (AutoModelForTokenClassification, BertConfig, BertTokenizer, DebertaV2Config,
-                              DistilBertConfig, ElectraConfig, MPNetConfig, XLMRobertaConfig)
+    from transformers import (
+        AutoModelForTokenClassification,
+        BertConfig,
+        BertTokenizer,
+        DebertaV2Config,
+        DistilBertConfig,
+        ElectraConfig,
+        MPNetConfig,
+        XLMRobertaConfig,
+    )
 
     from nerflow.core.runtime import OnnxModel, export
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, write_params
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"

@@ -10,9 +10,8 @@ import json
 import shutil
 import sys
 
-import pytest
-
 import conftest
+import pytest
 from conftest import ROOT, SHARED_DATA, run_cli, write_params
 
 TEXT = "text-classification"
@@ -390,8 +389,9 @@ def test_dvc_repro_runs_text_classification_from_params_alone(tmp_path, text_dir
 
 
 def test_kfp_local_run_of_text_classification_both_gate_branches(tmp_path, text_dir, tiny_model):
-    from nerflow.release.registry import Registry
     from test_dvc_kfp import commit, kfp_run, sh
+
+    from nerflow.release.registry import Registry
 
     p = text_params(text_dir, tiny_model, tmp_path)
     repo = tmp_path / "versioned"
