@@ -7,7 +7,8 @@ import pytest
 from conftest import SHARED_DATA
 
 from nerflow import NerflowError
-from nerflow.core.dataset import read_corpus, split_by_ratio
+from nerflow.core.dataset import split_by_ratio
+from nerflow.tasks.token.data import read_corpus
 from nerflow.steps.data import prepare_data
 from nerflow.steps.validate import validate_dataset
 from nerflow.tasks.token.data import sentences

@@ -15,7 +15,8 @@ import pytest
 
 from nerflow import NerflowError
 from nerflow.core.config import DataParams, ReaderOptions, TestSet
-from nerflow.core.dataset import content_hash, load_dataset_dir, read_corpus
+from nerflow.core.dataset import content_hash, load_dataset_dir
+from nerflow.tasks.token.data import read_corpus
 from nerflow.steps.data import prepare_data
 from nerflow.tasks.token.readers import read_conll, read_jsonl, read_klue, read_split
 
@@ -294,13 +295,14 @@ def test_entity_counts_after_conversion_in_every_scheme(tmp_path, scheme):
 
 KILLED_RUN = """
 import pathlib, sys, time
+import nerflow.core.dataset as dataset
 import nerflow.steps.data as data
-real = data.write_json
+real = dataset.write_json
 def write_then_hang(*args, **kwargs):
     real(*args, **kwargs)
     pathlib.Path(sys.argv[2]).touch()  # the dataset is in the temporary folder: kill me now
     time.sleep(600)
-data.write_json = write_then_hang
+dataset.write_json = write_then_hang
 data.prepare_data(dict(zip(("train", "validation", "test"), sys.argv[3:6])), sys.argv[1])
 """
 
