@@ -255,7 +255,7 @@ def main(argv=None) -> int:
         naive, _ = measure("naive", Server("bench.naive_service:NaiveNER", {"NERFLOW_MODEL_DIR": str(plain)},
                                            logs / f"naive{r}.log"), "/extract", corpus, args.seconds, args.max_requests, sizes)
         last = r == args.rounds  # the served F1 once, in the last round
-        ours, f1 = measure("nerflow", Server("serving.service:NERService", {"NERFLOW_MODEL_TAG": tag}, logs / f"nerflow{r}.log"),
+        ours, f1 = measure("nerflow", Server("serving.service:ModelService", {"NERFLOW_MODEL_TAG": tag}, logs / f"nerflow{r}.log"),
                            "/extract", corpus, args.seconds, args.max_requests, sizes, fidelity=model_dir if last else None)
         fidelity = f1 or fidelity
         rounds.append({"naive": naive, "nerflow": ours,

@@ -25,7 +25,7 @@ The batching polls its queue every NERFLOW_BATCH_POLL_MS (nerflow.release.patche
 Which model: ``NERFLOW_MODEL_TAG`` if set (a built Bento sets it), else the registry's
 production model (``nerflow registry show``). From the repo root:
 
-    bentoml serve serving.service:NERService --port 3000
+    bentoml serve serving.service:ModelService --port 3000
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _static_app():
 
 @bentoml.asgi_app(_static_app(), path="/ui")
 @bentoml.service(traffic={"timeout": 120, "max_concurrency": 256}, workers=WORKERS)
-class NERService:
+class ModelService:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
@@ -224,7 +224,7 @@ class NERService:
             self.model.predict(["Warm-up text."])
         else:
             tag_texts(self.model, ["Warm-up: Ada Lovelace met Charles Babbage in London."])
-        logging.getLogger("bentoml").info("NERService worker warmed up in %.1f s", time.perf_counter() - started)
+        logging.getLogger("bentoml").info("ModelService worker warmed up in %.1f s", time.perf_counter() - started)
 
     def _require(self, task: str) -> None:
         if self.task == task:
@@ -278,7 +278,7 @@ class NERService:
 # in front of every endpoint: the request size limit (413) and, with NERFLOW_API_TOKEN(_FILE), bearer
 # auth (401; /livez /readyz /healthz /metrics and the page's files stay open); client errors logged
 # as one warning line (nerflow.release.guard)
-NERService.add_asgi_middleware(RequestGuard, token=api_token(), max_bytes=max_request_bytes())
+ModelService.add_asgi_middleware(RequestGuard, token=api_token(), max_bytes=max_request_bytes())
 install_client_error_filter()
 install_batch_poll()  # before the first request: each worker's dispatcher polls its queue every NERFLOW_BATCH_POLL_MS
 install_drain()  # SIGTERM: keep-alive connections are closed after their next answer, not dropped

@@ -1,8 +1,10 @@
-"""nerflow: a labelled NER corpus in, a promoted and served token-classification model out.
+"""nerflow: a labelled corpus in (named-entity recognition or text classification), a gated,
+promoted and served model out.
 
-Each pipeline step is a function in its own module taking explicit input/output paths and
-one params section (a dict); the CLI, DVC stages, KFP components and the BentoML service
-are thin adapters over these functions.
+Each pipeline step is a function over explicit input/output paths and one params section
+(nerflow.steps), reaching what differs between the tasks through nerflow.tasks; the CLI, DVC
+stages, KFP components and the BentoML service are thin adapters over them. The layers are
+described in docs/design/architecture.md and checked by import-linter.
 """
 
 __version__ = "0.1.0"

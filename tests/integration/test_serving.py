@@ -173,8 +173,8 @@ def test_health_readiness_metrics_and_openapi(server):
     # every worker predicted once before it reported ready: a new worker's first requests do not
     # wait for lazy imports (seqeval -> scikit-learn: a worker's first requests waited 8.8 s)
     log = server["log"].read_text()
-    assert log.count("NERService worker warmed up in") == log.count("Service NERService initialized") >= 1
-    assert log.index("worker warmed up") < log.index("Service NERService initialized")
+    assert log.count("ModelService worker warmed up in") == log.count("Service ModelService initialized") >= 1
+    assert log.index("worker warmed up") < log.index("Service ModelService initialized")
     spec = requests.get(f"{server['url']}/docs.json", timeout=10).json()
     assert {"/extract", "/tag_tokens", "/model_info"} <= set(spec["paths"])
 

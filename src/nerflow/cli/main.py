@@ -8,13 +8,19 @@ one line per problem on stderr, naming it, exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
-from nerflow import NerflowError
+import yaml
 
-# Each subcommand imports its step inside run() (deferred on purpose): `nerflow --help` and a step
+from nerflow import NerflowError
+from nerflow.core.config import Params, json_schema
+from nerflow.core.files import read_json
+from nerflow.core.paths import configure, load_params
+
+# Each subcommand imports its step inside its handler (deferred on purpose): `nerflow --help` and a step
 # start without loading the other steps and their libraries.
 
 PATHS = {
@@ -104,118 +110,121 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from nerflow.core.paths import configure, load_params
-
     if args.step in ("predict", "score", "assets") and args.params == "params.yaml" and not Path(args.params).exists():
-        from nerflow.core.config import Params
-
         params = Params()  # outside a project: these need no params file
     else:
         params = load_params(args.params)
     configure(params)
-    step = args.step
-    if step == "params":
-        return _print_params(args, params)
-    if step == "data":
-        from nerflow.steps.data import prepare_data
-        from nerflow.tasks.registry import task_named
+    return COMMANDS[args.step](args, params) or 0
 
-        m = prepare_data(params.data, args.out)
-        unit = task_named(m.get("task")).unit
-        print(f"data: {args.out}: " + ", ".join(f"{s} {v.get('sentences', v.get('texts'))} {unit}s" for s, v in m["splits"].items())
-              + f"; {len(m['labels'])} labels; version {m['content_hash'][:12]}")
-    elif step == "validate":
-        from nerflow.core.gx import format_table
-        from nerflow.steps.validate import ValidationFailed, validate_dataset
 
-        try:
-            summary = validate_dataset(params.validate_, args.dataset, args.report)
-        except ValidationFailed:
-            from nerflow.core.files import read_json
+def _data(args, params) -> None:
+    from nerflow.steps.data import prepare_data  # deferred: see the note at the top
+    from nerflow.tasks.registry import task_named
 
-            print(format_table(read_json(Path(args.report) / "results.json")))
-            raise
-        print(format_table(summary))
-        print(f"validate: passed with {summary['warnings']} warning(s); report {Path(args.report) / 'report.html'}")
-    elif step == "preprocess":
-        from nerflow.steps.preprocess import preprocess
+    m = prepare_data(params.data, args.out)
+    unit = task_named(m.get("task")).unit
+    print(f"data: {args.out}: " + ", ".join(f"{s} {v.get('sentences', v.get('texts'))} {unit}s" for s, v in m["splits"].items())
+          + f"; {len(m['labels'])} labels; version {m['content_hash'][:12]}")
 
-        info = preprocess(params.preprocess, args.dataset, args.out)
-        print(f"preprocess: {args.out}: " + ", ".join(
-            f"{s} {v['windows']} windows ({v['sentences_split_into_windows']} long sentences split)" if "windows" in v
-            else f"{s} {v['texts']} texts ({v['truncated']} over {info['max_length']} sub-tokens: {info['truncation']})"
-            for s, v in info["splits"].items()))
-    elif step == "train":
-        from nerflow.steps.train import train
 
-        s = train(params.train, args.features, args.out, args.curves)
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: one line, from the rank that saved
-            print(f"train: {args.out}: {s['steps']} steps in {s['train_seconds']} s on {s['device']} ({s['precision']}), "
-                  f"{s['train_sentences_per_second']} sentences/s; dev F1 by epoch: "
-                  + ", ".join(f"{d['f1']:.4f}" for d in s["dev_f1"]))
-    elif step == "evaluate":
-        from nerflow.steps.evaluate import evaluate
+def _validate(args, params) -> None:
+    from nerflow.core.gx import format_table  # deferred: see the note at the top
+    from nerflow.steps.validate import ValidationFailed, validate_dataset
 
-        m = evaluate(params.evaluate, args.model, args.dataset, args.metrics, args.predictions, args.report)
-        head = f"accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, " if "per_class" in m else ""
-        print(f"evaluate: test {head}F1 {m['f1']:.4f} (P {m['precision']:.4f}, R {m['recall']:.4f}); "
-              + ", ".join(f"{t} {v['f1']:.3f}" for t, v in (m.get("per_type") or m["per_class"]).items())
-              + f"; error analysis {Path(args.report) / 'errors.html'}")
-        if len(m["test_sets"]) > 1:
-            print((Path(args.report) / "test_sets.md").read_text())
-    elif step == "register":
-        from nerflow.steps.package import register
+    try:
+        summary = validate_dataset(params.validate_, args.dataset, args.report)
+    except ValidationFailed:
+        print(format_table(read_json(Path(args.report) / "results.json")))
+        raise
+    print(format_table(summary))
+    print(f"validate: passed with {summary['warnings']} warning(s); report {Path(args.report) / 'report.html'}")
 
-        r = register(params.registry, args.model, args.metrics, args.out, params.train)
-        print(f"register: candidate {r['model_tag']} (test F1 {r['f1']:.4f}, data {r['data_hash'][:12]}, git {r['git_revision'][:12]})")
-    elif step == "gate":
-        from nerflow.steps.gate import gate
-        from nerflow.steps.package import registry_for
 
-        d = gate(params.gate, args.predictions, args.registered, args.out, registry_for(params.registry))
-        print(f"gate: {'PROMOTE' if d['promote'] else 'REFUSE'} {d['challenger']['tag']}: " + "; ".join(d["reasons"]))
-    elif step == "package":
-        from nerflow.steps.package import package
+def _preprocess(args, params) -> None:
+    from nerflow.steps.preprocess import preprocess  # deferred: see the note at the top
 
-        r = package(params.registry, params.package, args.decision, args.out)
-        print("package: " + (f"production model {r['model_tag']}, bento {r.get('bento_tag') or '-'}" if r["packaged"] else r["reason"]))
-    elif step == "registry":
-        return _registry(args, params)
-    elif step == "retrain":
-        from nerflow.orchestration.retrain import retrain
+    info = preprocess(params.preprocess, args.dataset, args.out)
+    print(f"preprocess: {args.out}: " + ", ".join(
+        f"{s} {v['windows']} windows ({v['sentences_split_into_windows']} long sentences split)" if "windows" in v
+        else f"{s} {v['texts']} texts ({v['truncated']} over {info['max_length']} sub-tokens: {info['truncation']})"
+        for s, v in info["splits"].items()))
 
-        return retrain(args.params, force=args.force)
-    elif step == "assets":
-        return _assets(args)
-    elif step == "summary":
-        from nerflow.cli.summary import summary
 
-        print(summary(vars(args)))
-    elif step in ("predict", "score"):
-        from nerflow.cli import predict as batch
+def _train(args, params) -> None:
+    from nerflow.steps.train import train  # deferred: see the note at the top
 
-        return batch.run(args, params)
-    return 0
+    s = train(params.train, args.features, args.out, args.curves)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: one line, from the rank that saved
+        print(f"train: {args.out}: {s['steps']} steps in {s['train_seconds']} s on {s['device']} ({s['precision']}), "
+              f"{s['train_sentences_per_second']} sentences/s; dev F1 by epoch: "
+              + ", ".join(f"{d['f1']:.4f}" for d in s["dev_f1"]))
+
+
+def _evaluate(args, params) -> None:
+    from nerflow.steps.evaluate import evaluate  # deferred: see the note at the top
+
+    m = evaluate(params.evaluate, args.model, args.dataset, args.metrics, args.predictions, args.report)
+    head = f"accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, " if "per_class" in m else ""
+    print(f"evaluate: test {head}F1 {m['f1']:.4f} (P {m['precision']:.4f}, R {m['recall']:.4f}); "
+          + ", ".join(f"{t} {v['f1']:.3f}" for t, v in (m.get("per_type") or m["per_class"]).items())
+          + f"; error analysis {Path(args.report) / 'errors.html'}")
+    if len(m["test_sets"]) > 1:
+        print((Path(args.report) / "test_sets.md").read_text())
+
+
+def _register(args, params) -> None:
+    from nerflow.steps.package import register  # deferred: see the note at the top
+
+    r = register(params.registry, args.model, args.metrics, args.out, params.train)
+    print(f"register: candidate {r['model_tag']} (test F1 {r['f1']:.4f}, data {r['data_hash'][:12]}, git {r['git_revision'][:12]})")
+
+
+def _gate(args, params) -> None:
+    from nerflow.steps.gate import gate  # deferred: see the note at the top
+    from nerflow.steps.package import registry_for
+
+    d = gate(params.gate, args.predictions, args.registered, args.out, registry_for(params.registry))
+    print(f"gate: {'PROMOTE' if d['promote'] else 'REFUSE'} {d['challenger']['tag']}: " + "; ".join(d["reasons"]))
+
+
+def _package(args, params) -> None:
+    from nerflow.steps.package import package  # deferred: see the note at the top
+
+    r = package(params.registry, params.package, args.decision, args.out)
+    print("package: " + (f"production model {r['model_tag']}, bento {r.get('bento_tag') or '-'}" if r["packaged"] else r["reason"]))
+
+
+def _retrain(args, params) -> int:
+    from nerflow.orchestration.retrain import retrain  # deferred: see the note at the top
+
+    return retrain(args.params, force=args.force)
+
+
+def _summary(args, params) -> None:
+    from nerflow.cli.summary import summary  # deferred: see the note at the top
+
+    print(summary(vars(args)))
+
+
+def _predict(args, params) -> int:
+    from nerflow.cli import predict as batch  # deferred: see the note at the top
+
+    return batch.run(args, params)
 
 
 def _print_params(args, params) -> int:
-    import json
-
-    from nerflow.core.config import json_schema
-
     if args.schema:
         print(json.dumps(json_schema(), indent=2))
     elif args.json:
         print(json.dumps(params.to_dict(), indent=2))
     else:
-        import yaml
-
         print(yaml.safe_dump(params.to_dict(), sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
 def _assets(args) -> int:
-    from nerflow.core.assets import build_multilingual
+    from nerflow.core.assets import build_multilingual  # deferred: see the note at the top
 
     info = build_multilingual(args.out)
     n = info["parameters"]
@@ -225,7 +234,7 @@ def _assets(args) -> int:
 
 
 def _registry(args, params) -> int:
-    from nerflow.release.registry import format_history
+    from nerflow.release.registry import format_history  # deferred: see the note at the top
     from nerflow.steps.package import containerize, promote, registry_for, rollback
 
     registry = registry_for(params.registry)
@@ -241,7 +250,7 @@ def _registry(args, params) -> int:
         meta = registry.info(tag).get("metadata") or {}
         print(f"production {tag} (test F1 {meta.get('metrics', {}).get('f1', float('nan')):.4f}, data {str(meta.get('data_hash'))[:12]})")
         print(f"serve      BENTOML_HOME={registry.home} " + (f"bentoml serve {bento}" if bento else
-              f"NERFLOW_MODEL_TAG={tag} bentoml serve serving.service:NERService"))
+              f"NERFLOW_MODEL_TAG={tag} bentoml serve serving.service:ModelService"))
     elif args.action == "promote":
         r = promote(registry, args.tag, params.package, None, reason=args.reason)
         print(f"registry: {r['model_tag']} is now the production model (bento {r['bento_tag'] or '-'}); "
@@ -254,6 +263,14 @@ def _registry(args, params) -> int:
         print(f"registry: rolled back {e['from']} -> {e['tag']} is the production model again; "
               f"deploy: kubectl apply -f {e['manifest']}")
     return 0
+
+
+COMMANDS = {
+    "params": _print_params, "data": _data, "validate": _validate,
+    "preprocess": _preprocess, "train": _train, "evaluate": _evaluate, "register": _register, "gate": _gate,
+    "package": _package, "registry": _registry, "retrain": _retrain,
+    "assets": lambda args, params: _assets(args), "summary": _summary, "predict": _predict, "score": _predict,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

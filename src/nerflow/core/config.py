@@ -33,8 +33,10 @@ from pydantic import (
 from nerflow import NerflowError
 
 Severity = Literal["error", "warning", "off"]
-Task = Literal["token-classification", "text-classification"]
-TASKS = ("token-classification", "text-classification")
+TOKEN = "token-classification"  # a tag per token (NER): nerflow.tasks.token
+TEXT = "text-classification"  # a label per text (sentiment, topic): nerflow.tasks.text
+Task = Literal[TOKEN, TEXT]  # type: ignore[valid-type]  (constants: one spelling of each name)
+TASKS = (TOKEN, TEXT)
 NOT_OUTCOME = {"outcome": False}  # json_schema_extra of a key that does not change the result
 
 # multilingual-e5-small (cased, MIT), built offline from two pinned PyPI packages (nerflow.core.assets);
@@ -178,7 +180,7 @@ class DataParams(ReaderOptions):
     validation_share: float | None = Field(None, gt=0, lt=1, description=(
         "with validation null: this share of the train source, drawn with split_seed, is the validation split "
         "(corpora with train and test files only, as NSMC)"))
-    task: Task = Field("token-classification", description=(
+    task: Task = Field(TOKEN, description=(
         "what the corpus is labelled for: token-classification (a tag per token, NER) | text-classification "
         "(a label per text); the dataset records it and every later step follows it"))
     level: Literal["auto", "word", "char"] = Field(

@@ -21,8 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nerflow import NerflowError
+from nerflow.core import hub
 from nerflow.core.config import DataParams, Source, SplitRatios, section, source_list
 from nerflow.core.files import atomic_dir, write_json
+from nerflow.core.paths import resolve_path
 
 # Heavy libraries (datasets) are imported inside the functions that use them, on purpose:
 # the CLI starts without them and a step loads only what it runs.
@@ -79,6 +81,15 @@ def shuffled(table: pa.Table, idx) -> pa.Table:
         out = out.set_column(out.column_names.index("document"), "document",
                              pa.repeat(pa.scalar(-1, pa.int32()), out.num_rows))
     return out
+
+
+def open_source(src: Source, fill: str | None = None) -> tuple[str, Path | None, Any]:
+    """A source of the `data` params: (how it is named, its local path, None) for a path, or
+    (its Hub name, None, the dataset loaded from the Hub) for a Hub id. ``fill``: the split it is
+    read for, named in errors."""
+    if src.hub:
+        return hub.describe(src), None, hub.load_dataset(src.hub, src.name, key=f"data.{fill or 'path'}")
+    return src.path, resolve_path(src.path), None
 
 
 def pick_split(parts: dict[str, Any], src: Source, fill: str | None, where: str) -> dict[str, Any]:

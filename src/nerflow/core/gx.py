@@ -12,6 +12,7 @@ duplicates and leakage also stop the run above their ``error_fraction``.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any, Callable
 from unittest import mock
 
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nerflow.core.config import Checks
+from nerflow.core.files import read_json
 
 # Heavy libraries (GX) are imported inside the functions that use them, on purpose:
 # the CLI starts without them and a step loads only what it runs.
@@ -213,3 +215,22 @@ def same_rows(keys: pa.Array, ranges: dict[str, range]) -> tuple[np.ndarray, np.
             found = pc.fill_null(pc.index_in(part, value_set=keys.slice(train.start, len(train))), -1).to_numpy()
             leak_of[r.start:r.stop] = np.where(found >= 0, train.start + found, -1)
     return dup_of, leak_of
+
+
+def iqr_limit(lengths: np.ndarray, factor: float) -> float:
+    """Q3 + ``factor`` x IQR of the lengths: above it an example is a length outlier."""
+    q1, q3 = np.quantile(lengths, [0.25, 0.75]) if len(lengths) else (0.0, 0.0)
+    return float(q3 + factor * (q3 - q1))
+
+
+def drift_rows(shares: dict[str, dict[str, float]], compared, reference: str | None, key: str) -> list[dict[str, Any]]:
+    """The drift table's rows: each split of ``compared`` against train (total variation of the type
+    or class shares), and train against the train shares under ``key`` in a reference report
+    (``validate.drift_reference``: an earlier run's results.json)."""
+    rows = [{"compared": f"{split} vs train", "distance": total_variation(shares[split], shares["train"])}
+            for split in compared]
+    if reference and Path(reference).exists():
+        ref = read_json(reference).get(key, {}).get("train")
+        if ref:
+            rows.append({"compared": f"train vs {reference}", "distance": total_variation(shares["train"], ref)})
+    return rows

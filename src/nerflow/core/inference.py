@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nerflow import NerflowError
+from nerflow.core.config import TOKEN
 from nerflow.core.device import resolve_precision
 from nerflow.core.hub import model_path
 from nerflow.core.runtime import load as load_runtime
@@ -67,7 +68,7 @@ def load_model(model_dir: str | Path, task: str, auto_class: str, precision: str
 
     model_dir = Path(model_dir)
     info = read_model_info(model_dir)
-    recorded = info.get("task", "token-classification")
+    recorded = info.get("task", TOKEN)
     if info and recorded != task:
         raise NerflowError(f"{model_dir}: a {recorded} model, not a {task} one (its {MODEL_INFO} says so)")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))

@@ -77,12 +77,25 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     ``layout``: the packed layout tried first (``LAYOUTS``; ``packed``, the earlier one, for tests
     of models exported before ``blocks``); a model that cannot take it is tried with the layouts
     after it in ``LAYOUTS``, then padded."""
-    import torch
-
     if runtime == "torch":
         return {"runtime": "torch"}
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    names, record = _export_fp32(model, tokenizer, out_dir / FILES["onnx"], layout)
+    if runtime == "auto" and dev_score is None:
+        runtime = "onnx"
+    if runtime in ("onnx-int8", "auto"):
+        runtime = _export_int8(model.config, out_dir, runtime, record, dev_score, max_drop, reference)
+    (out_dir / FILES["onnx-int8" if runtime == "onnx" else "onnx"]).unlink(missing_ok=True)
+    return {"runtime": runtime, "runtime_file": FILES[runtime], "runtime_inputs": list(names),
+            "export_seconds": round(time.perf_counter() - started, 1), **record}
+
+
+def _export_fp32(model, tokenizer, fp32: Path, layout: str) -> tuple[list[str], dict[str, Any]]:
+    """The fp32 ONNX file, in the first packed layout from ``layout`` on that the model takes (token
+    classification), else padded: (its input names, what nerflow.json records of the layout)."""
+    import torch
+
     names = [k for k in INPUTS if k in tokenizer.model_input_names or k != "token_type_ids"]
     if "token_type_ids" in names and getattr(model.config, "type_vocab_size", 0) < 1:
         names.remove("token_type_ids")
@@ -91,8 +104,6 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
     axes = {k: {0: "batch", 1: "sequence"} for k in names}
     token_level = "TokenClassification" in type(model).__name__
     axes["logits"] = {0: "batch", 1: "sequence"} if token_level else {0: "batch"}
-
-    fp32 = out_dir / FILES["onnx"]
     was_training = model.training
     model.eval()
     record: dict[str, Any] = {}
@@ -112,45 +123,53 @@ def export(model, tokenizer, out_dir: str | Path, runtime: str, dev_score=None, 
         if packing is not None:
             offset, names, args = packing
             record = {"runtime_layout": layout, "position_offset": offset}
-            axes = {k: {0: "rows", 1: "sequence"} for k in (*names, "logits")}
-            if layout == "blocks":
-                axes.update(block_index={0: "texts", 1: "longest"}, block_bias={0: "texts", 1: "longest"},
-                            token_slot={0: "sequence"}, read_index={0: "reads"},
-                            read_block={0: "texts", 1: "longest_read"}, read_slot={0: "reads"})
-                axes = {k: v for k, v in axes.items() if k in names or k == "logits"}
-                if "read_index" in names:
-                    axes["logits"] = {0: "rows", 1: "reads"}
+            axes = _packed_axes(names, layout)
         torch.onnx.export(_Logits(model, names), args, str(fp32), input_names=list(names), output_names=["logits"],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
     model.train(was_training)
-    if runtime == "auto" and dev_score is None:
-        runtime = "onnx"
-    int8 = out_dir / FILES["onnx-int8"]
-    if runtime in ("onnx-int8", "auto"):
-        # int8 exports, the faster first: every MatMul int8 (the feed-forward outputs with a zero point per
-        # token), then the feed-forward outputs fp32 (slower; closer to fp32 on models whose GELU outliers
-        # the first rounds too coarsely). onnx-int8 writes the first; auto keeps the first within budget
-        ffn = set(feed_forward_outputs(fp32, model.config))
-        exports = {INT8_EXPORTS[0]: {"asymmetric": ffn}, INT8_EXPORTS[1]: {"keep_fp32": ffn}}
-        if runtime == "onnx-int8":
-            quantize_rows(fp32, int8, **exports[INT8_EXPORTS[0]])
-            record["int8_export"] = INT8_EXPORTS[0]
-        else:
-            scores = {"onnx": dev_score(OnnxModel(out_dir, {**record, "runtime": "onnx"}, config=model.config))
-                      if reference is None else float(reference)}
-            runtime = "onnx"
-            for name, how in exports.items():
-                quantize_rows(fp32, int8, **how)
-                key = "onnx-int8" if name == INT8_EXPORTS[0] else f"onnx-int8 ({name})"
-                scores[key] = dev_score(OnnxModel(out_dir, {**record, "runtime": "onnx-int8"}, config=model.config))
-                if scores[key] >= scores["onnx"] - max_drop:
-                    runtime, record["int8_export"] = "onnx-int8", name
-                    break
-            record["runtime_check"] = {"dev_f1": {k: round(v, 5) for k, v in scores.items()}, "max_drop": max_drop,
-                                       "chosen": runtime}
-    (out_dir / FILES["onnx-int8" if runtime == "onnx" else "onnx"]).unlink(missing_ok=True)
-    return {"runtime": runtime, "runtime_file": FILES[runtime], "runtime_inputs": list(names),
-            "export_seconds": round(time.perf_counter() - started, 1), **record}
+    return names, record
+
+
+def _packed_axes(names: list[str], layout: str) -> dict[str, dict[int, str]]:
+    """The dynamic axes of a packed export's inputs and logits."""
+    axes = {k: {0: "rows", 1: "sequence"} for k in (*names, "logits")}
+    if layout == "blocks":
+        axes.update(block_index={0: "texts", 1: "longest"}, block_bias={0: "texts", 1: "longest"},
+                    token_slot={0: "sequence"}, read_index={0: "reads"},
+                    read_block={0: "texts", 1: "longest_read"}, read_slot={0: "reads"})
+        axes = {k: v for k, v in axes.items() if k in names or k == "logits"}
+        if "read_index" in names:
+            axes["logits"] = {0: "rows", 1: "reads"}
+    return axes
+
+
+def _export_int8(config, out_dir: Path, runtime: str, record: dict[str, Any], dev_score, max_drop: float,
+                 reference: float | None) -> str:
+    """The int8 exports, the faster first: every MatMul int8 (the feed-forward outputs with a zero
+    point per token), then the feed-forward outputs fp32 (slower; closer to fp32 on models whose
+    GELU outliers the first rounds too coarsely). ``onnx-int8`` writes the first; ``auto`` keeps the
+    first within ``max_drop`` of fp32's dev score, else fp32. The runtime chosen; ``record`` gets
+    ``int8_export`` and, for auto, ``runtime_check``."""
+    fp32, int8 = out_dir / FILES["onnx"], out_dir / FILES["onnx-int8"]
+    ffn = set(feed_forward_outputs(fp32, config))
+    exports = {INT8_EXPORTS[0]: {"asymmetric": ffn}, INT8_EXPORTS[1]: {"keep_fp32": ffn}}
+    if runtime == "onnx-int8":
+        quantize_rows(fp32, int8, **exports[INT8_EXPORTS[0]])
+        record["int8_export"] = INT8_EXPORTS[0]
+        return runtime
+    scores = {"onnx": dev_score(OnnxModel(out_dir, {**record, "runtime": "onnx"}, config=config))
+              if reference is None else float(reference)}
+    runtime = "onnx"
+    for name, how in exports.items():
+        quantize_rows(fp32, int8, **how)
+        key = "onnx-int8" if name == INT8_EXPORTS[0] else f"onnx-int8 ({name})"
+        scores[key] = dev_score(OnnxModel(out_dir, {**record, "runtime": "onnx-int8"}, config=config))
+        if scores[key] >= scores["onnx"] - max_drop:
+            runtime, record["int8_export"] = "onnx-int8", name
+            break
+    record["runtime_check"] = {"dev_f1": {k: round(v, 5) for k, v in scores.items()}, "max_drop": max_drop,
+                               "chosen": runtime}
+    return runtime
 
 
 def _Logits(inner, names):
@@ -430,48 +449,13 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymme
         graph.initializer.extend([numpy_helper.from_array(w_q, f"{p}_w"),
                                   numpy_helper.from_array(scale.astype(np.float32), f"{p}_w_scale")])
         if node.name in asymmetric:
-            # s = (max(hi, 0) - min(lo, 0)) / 255 per row, zero point z = -round(lo / s): x ~ s (x_q - z), and
-            # y = s w_scale (x_q @ w_q - z colsum(w_q)), the correction a product of a row and a column
             # the correction in the weight's scales: MatMulIntegerToFloat's output is already in them
             graph.initializer.append(numpy_helper.from_array((w_q.astype(np.float32).sum(0) * scale).astype(np.float32),
                                                              f"{p}_colsum_w"))
-            nodes += [reduce("ReduceMax", x, f"{p}_hi0"), reduce("ReduceMin", x, f"{p}_lo0"),
-                      helper.make_node("Max", [f"{p}_hi0", "rowq_0"], [f"{p}_hi"]),
-                      helper.make_node("Min", [f"{p}_lo0", "rowq_0"], [f"{p}_lo"]),
-                      helper.make_node("Sub", [f"{p}_hi", f"{p}_lo"], [f"{p}_range"]),
-                      helper.make_node("Max", [f"{p}_range", "rowq_eps"], [f"{p}_range1"]),
-                      helper.make_node("Mul", [f"{p}_range1", "rowq_inv255"], [f"{p}_s"]),
-                      helper.make_node("Div", [f"{p}_lo", f"{p}_s"], [f"{p}_lo_s"]),
-                      helper.make_node("Round", [f"{p}_lo_s"], [f"{p}_minus_z"]),
-                      helper.make_node("Neg", [f"{p}_minus_z"], [f"{p}_z"]),
-                      helper.make_node("Reshape", [f"{p}_z", "rowq_flat"], [f"{p}_z1"]),
-                      helper.make_node("Cast", [f"{p}_z1"], [f"{p}_zero_point"], to=TensorProto.UINT8),
-                      helper.make_node("Mul", [f"{p}_minus_z", f"{p}_colsum_w"], [f"{p}_correction"])]
-        else:  # s = max|row| / 127, zero point 128
-            nodes += [helper.make_node("Abs", [x], [f"{p}_abs"]), reduce("ReduceMax", f"{p}_abs", f"{p}_max"),
-                      helper.make_node("Max", [f"{p}_max", "rowq_eps"], [f"{p}_max1"]),
-                      helper.make_node("Mul", [f"{p}_max1", "rowq_inv127"], [f"{p}_s"]),
-                      helper.make_node("Mul", [f"{p}_max1", "rowq_0"], [f"{p}_0"]),
-                      helper.make_node("Add", [f"{p}_0", "rowq_128"], [f"{p}_z"]),
-                      helper.make_node("Reshape", [f"{p}_z", "rowq_flat"], [f"{p}_z1"]),
-                      helper.make_node("Cast", [f"{p}_z1"], [f"{p}_zero_point"], to=TensorProto.UINT8)]
-        nodes += [  # x_q = saturate(round(x / s) + z) row by row, in one QuantizeLinear over [rows, in]
-            helper.make_node("Shape", [x], [f"{p}_shape"]),
-            helper.make_node("Reshape", [x, f"rowq_rows_of_{array.shape[0]}"], [f"{p}_x2"]),
-            helper.make_node("Reshape", [f"{p}_s", "rowq_flat"], [f"{p}_s1"]),
-            helper.make_node("QuantizeLinear", [f"{p}_x2", f"{p}_s1", f"{p}_zero_point"], [f"{p}_xq2"], axis=0),
-            helper.make_node("Reshape", [f"{p}_xq2", f"{p}_shape"], [f"{p}_xq"])]
-        # (x_q - 128) @ w_q x w_scale (symmetric) or x_q @ w_q x w_scale (asymmetric, then the correction),
-        # in one kernel: 2-3% faster than MatMulInteger, a Cast and a Mul (blocks export, ONNX Runtime 1.31)
-        fused = helper.make_node("MatMulIntegerToFloat", [f"{p}_xq", f"{p}_w", "rowq_one", f"{p}_w_scale"] +
-                                 ([] if node.name in asymmetric else ["rowq_zero_point"]), [f"{p}_yw"],
-                                 domain="com.microsoft")
-        nodes.append(fused)
-        product = f"{p}_yw"
-        if node.name in asymmetric:
-            nodes.append(helper.make_node("Add", [product, f"{p}_correction"], [f"{p}_yc"]))
-            product = f"{p}_yc"
-        nodes.append(helper.make_node("Mul", [product, f"{p}_s"], [y], name=node.name))
+            nodes += _asymmetric_row_scale(p, x, reduce)
+        else:
+            nodes += _symmetric_row_scale(p, x, reduce)
+        nodes += _row_quantized_product(p, x, y, node.name, array.shape[0], node.name in asymmetric)
         done += 1
     graph.initializer.extend(numpy_helper.from_array(np.array(v, dtype), name) for name, (v, dtype) in constants.items())
     if done and not any(o.domain == "com.microsoft" for o in model.opset_import):
@@ -485,6 +469,62 @@ def quantize_rows(fp32: Path, out: Path, keep_fp32: Collection[str] = (), asymme
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
     return done
+
+
+def _asymmetric_row_scale(p: str, x: str, reduce) -> list:
+    """Nodes giving each row's scale ``{p}_s`` and zero point ``{p}_zero_point`` (uint8), and the
+    zero point's correction ``{p}_correction``: s = (max(hi, 0) - min(lo, 0)) / 255 per row, zero
+    point z = -round(lo / s): x ~ s (x_q - z), and y = s w_scale (x_q @ w_q - z colsum(w_q)), the
+    correction a product of a row and a column."""
+    from onnx import TensorProto, helper  # deferred: heavy (see the note under the imports)
+
+    return [reduce("ReduceMax", x, f"{p}_hi0"), reduce("ReduceMin", x, f"{p}_lo0"),
+            helper.make_node("Max", [f"{p}_hi0", "rowq_0"], [f"{p}_hi"]),
+            helper.make_node("Min", [f"{p}_lo0", "rowq_0"], [f"{p}_lo"]),
+            helper.make_node("Sub", [f"{p}_hi", f"{p}_lo"], [f"{p}_range"]),
+            helper.make_node("Max", [f"{p}_range", "rowq_eps"], [f"{p}_range1"]),
+            helper.make_node("Mul", [f"{p}_range1", "rowq_inv255"], [f"{p}_s"]),
+            helper.make_node("Div", [f"{p}_lo", f"{p}_s"], [f"{p}_lo_s"]),
+            helper.make_node("Round", [f"{p}_lo_s"], [f"{p}_minus_z"]),
+            helper.make_node("Neg", [f"{p}_minus_z"], [f"{p}_z"]),
+            helper.make_node("Reshape", [f"{p}_z", "rowq_flat"], [f"{p}_z1"]),
+            helper.make_node("Cast", [f"{p}_z1"], [f"{p}_zero_point"], to=TensorProto.UINT8),
+            helper.make_node("Mul", [f"{p}_minus_z", f"{p}_colsum_w"], [f"{p}_correction"])]
+
+
+def _symmetric_row_scale(p: str, x: str, reduce) -> list:
+    """Nodes giving each row's scale ``{p}_s`` = max|row| / 127 and zero point 128 (uint8)."""
+    from onnx import TensorProto, helper  # deferred: heavy (see the note under the imports)
+
+    return [helper.make_node("Abs", [x], [f"{p}_abs"]), reduce("ReduceMax", f"{p}_abs", f"{p}_max"),
+            helper.make_node("Max", [f"{p}_max", "rowq_eps"], [f"{p}_max1"]),
+            helper.make_node("Mul", [f"{p}_max1", "rowq_inv127"], [f"{p}_s"]),
+            helper.make_node("Mul", [f"{p}_max1", "rowq_0"], [f"{p}_0"]),
+            helper.make_node("Add", [f"{p}_0", "rowq_128"], [f"{p}_z"]),
+            helper.make_node("Reshape", [f"{p}_z", "rowq_flat"], [f"{p}_z1"]),
+            helper.make_node("Cast", [f"{p}_z1"], [f"{p}_zero_point"], to=TensorProto.UINT8)]
+
+
+def _row_quantized_product(p: str, x: str, y: str, name: str, inputs: int, asymmetric: bool) -> list:
+    """Nodes computing ``y`` from ``x`` rounded row by row and the int8 weight ``{p}_w``."""
+    from onnx import helper  # deferred: heavy (see the note under the imports)
+
+    nodes = [  # x_q = saturate(round(x / s) + z) row by row, in one QuantizeLinear over [rows, in]
+        helper.make_node("Shape", [x], [f"{p}_shape"]),
+        helper.make_node("Reshape", [x, f"rowq_rows_of_{inputs}"], [f"{p}_x2"]),
+        helper.make_node("Reshape", [f"{p}_s", "rowq_flat"], [f"{p}_s1"]),
+        helper.make_node("QuantizeLinear", [f"{p}_x2", f"{p}_s1", f"{p}_zero_point"], [f"{p}_xq2"], axis=0),
+        helper.make_node("Reshape", [f"{p}_xq2", f"{p}_shape"], [f"{p}_xq"])]
+    # (x_q - 128) @ w_q x w_scale (symmetric) or x_q @ w_q x w_scale (asymmetric, then the correction),
+    # in one kernel: 2-3% faster than MatMulInteger, a Cast and a Mul (blocks export, ONNX Runtime 1.31)
+    nodes.append(helper.make_node("MatMulIntegerToFloat", [f"{p}_xq", f"{p}_w", "rowq_one", f"{p}_w_scale"] +
+                                  ([] if asymmetric else ["rowq_zero_point"]), [f"{p}_yw"], domain="com.microsoft"))
+    product = f"{p}_yw"
+    if asymmetric:
+        nodes.append(helper.make_node("Add", [product, f"{p}_correction"], [f"{p}_yc"]))
+        product = f"{p}_yc"
+    nodes.append(helper.make_node("Mul", [product, f"{p}_s"], [y], name=name))
+    return nodes
 
 
 class OnnxModel:

@@ -25,6 +25,7 @@ from nerflow import NerflowError
 from nerflow.core.config import GateParams, section
 from nerflow.core.files import read_json, write_json
 from nerflow.core.stats import paired_bootstrap
+from nerflow.tasks.base import Task
 from nerflow.tasks.registry import task_named, task_of
 
 
@@ -48,74 +49,93 @@ def decide(
     champion_pred: Sequence | None = None,
     challenger_tag: str | None = None,
     champion_tag: str | None = None,
-    task=None,
+    task: Task | None = None,
     labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The decision, with every number and the reason for each check. ``task`` (nerflow.tasks.registry;
+    """The decision, with every number and the reason for each check. ``task`` (nerflow.tasks;
     default token classification) scores the predictions: tag sequences per sentence, or a
     label per text (``labels``: the model's label set, in its order)."""
     task = task or task_named(None)
     p = _gate_params(params)
-    metric, what = p["metric"], METRIC_NAMES[p["metric"]]
-    challenger = task.gate_score(gold, challenger_pred, metric, p["scheme"], labels)
-    checks: list[dict[str, Any]] = []
+    challenger = task.gate_score(gold, challenger_pred, p["metric"], p["scheme"], labels)
+    checks = _threshold_checks(p, challenger)
+    decision: dict[str, Any] = {
+        "challenger": _scored(challenger_tag, challenger), "champion": None, "task": task.name, "metric": p["metric"],
+        "scheme": p["scheme"], "sentences": len(gold), "params": p,
+    }
+    if champion_pred is not None:
+        champion = task.gate_score(gold, champion_pred, p["metric"], p["scheme"], labels)
+        decision["champion"] = _scored(champion_tag, champion)
+        checks += _regression_checks(p, challenger, champion)
+        mine_counts, value = task.bootstrap_counts(gold, challenger_pred, p["metric"], p["scheme"], labels)
+        theirs_counts, _ = task.bootstrap_counts(gold, champion_pred, p["metric"], p["scheme"], labels)
+        boot = paired_bootstrap(mine_counts, theirs_counts, p["samples"], p["seed"], p["min_delta"], p["confidence"], value)
+        decision["bootstrap"] = boot
+        checks.append(_bootstrap_check(p, boot))
+    failed = [c["reason"] for c in checks if not c["passed"]]
+    decision.update(
+        promote=all(c["passed"] for c in checks),
+        reasons=failed if failed else [c["reason"] for c in checks if c["check"] in ("min_f1", "beats_champion", "bootstrap")]
+        + ([] if champion_pred is not None else ["no production model yet: thresholds only"]),
+        checks=checks,
+        metrics={"f1": challenger["value"], "precision": challenger["precision"], "recall": challenger["recall"]},
+    )
+    return decision
 
-    def check(name: str, passed: bool, reason: str, **numbers: Any) -> None:
-        checks.append({"check": name, "passed": bool(passed), "reason": reason, **numbers})
 
-    f1 = challenger["value"]
-    check("min_f1", f1 >= p["min_f1"], f"test {what} {f1:.4f} {'>=' if f1 >= p['min_f1'] else '<'} gate.min_f1 {p['min_f1']:.4f}",
-          value=f1, threshold=p["min_f1"])
+def _check(name: str, passed: bool, reason: str, **numbers: Any) -> dict[str, Any]:
+    return {"check": name, "passed": bool(passed), "reason": reason, **numbers}
+
+
+def _scored(tag: str | None, s: dict[str, Any]) -> dict[str, Any]:
+    """A model's line in the decision: its tag and scores."""
+    return {"tag": tag, "f1": s["value"], "precision": s["precision"], "recall": s["recall"],
+            "per_type": {t: v["f1"] for t, v in s["per_type"].items()}}
+
+
+def _threshold_checks(p: dict[str, Any], challenger: dict[str, Any]) -> list[dict[str, Any]]:
+    """Checks 1-2: the challenger's overall score and each type's (class's) against its floor."""
+    f1, what = challenger["value"], METRIC_NAMES[p["metric"]]
+    checks = [_check("min_f1", f1 >= p["min_f1"],
+                     f"test {what} {f1:.4f} {'>=' if f1 >= p['min_f1'] else '<'} gate.min_f1 {p['min_f1']:.4f}",
+                     value=f1, threshold=p["min_f1"])]
     for etype, v in challenger["per_type"].items():
         floor = p["type_min_f1"].get(etype, p["default_type_min_f1"])
         if floor > 0 and v["support"] > 0:
             ok = v["f1"] >= floor
-            check(f"type_min_f1:{etype}", ok, f"{etype} F1 {v['f1']:.4f} {'>=' if ok else '<'} floor {floor:.4f}",
-                  value=v["f1"], threshold=floor)
+            checks.append(_check(f"type_min_f1:{etype}", ok, f"{etype} F1 {v['f1']:.4f} {'>=' if ok else '<'} floor {floor:.4f}",
+                                 value=v["f1"], threshold=floor))
+    return checks
 
-    decision: dict[str, Any] = {
-        "challenger": {"tag": challenger_tag, "f1": f1, "precision": challenger["precision"], "recall": challenger["recall"],
-                       "per_type": {t: v["f1"] for t, v in challenger["per_type"].items()}},
-        "champion": None, "task": task.name, "metric": metric, "scheme": p["scheme"], "sentences": len(gold), "params": p,
-    }
-    if champion_pred is not None:
-        champion = task.gate_score(gold, champion_pred, metric, p["scheme"], labels)
-        decision["champion"] = {"tag": champion_tag, "f1": champion["value"], "precision": champion["precision"],
-                                "recall": champion["recall"], "per_type": {t: v["f1"] for t, v in champion["per_type"].items()}}
-        for etype, v in champion["per_type"].items():
-            if v["support"] == 0:
-                continue
-            mine = challenger["per_type"].get(etype, {"f1": 0.0})["f1"]
-            drop = v["f1"] - mine
-            ok = drop <= p["max_type_regression"] + 1e-12
-            check(f"type_regression:{etype}", ok,
-                  f"{etype} F1 {mine:.4f} vs champion {v['f1']:.4f} (drop {max(drop, 0):.4f} "
-                  f"{'<=' if ok else '>'} gate.max_type_regression {p['max_type_regression']:.4f})",
-                  value=mine, champion=v["f1"], threshold=p["max_type_regression"])
-        delta = f1 - champion["value"]
-        ok = delta > p["min_delta"]
-        check("beats_champion", ok, f"{what} {f1:.4f} vs champion {champion['value']:.4f}: gain {delta:+.4f} "
-              f"{'>' if ok else '<='} gate.min_delta {p['min_delta']:.4f}", value=delta, threshold=p["min_delta"])
-        mine_counts, value = task.bootstrap_counts(gold, challenger_pred, metric, p["scheme"], labels)
-        theirs_counts, _ = task.bootstrap_counts(gold, champion_pred, metric, p["scheme"], labels)
-        boot = paired_bootstrap(mine_counts, theirs_counts, p["samples"], p["seed"], p["min_delta"], p["confidence"], value)
-        decision["bootstrap"] = boot
-        ok = boot["share_ahead"] >= p["confidence"]
-        lo, hi = boot["delta_interval"]
-        check("bootstrap", ok, f"ahead by more than {p['min_delta']:.4f} in {boot['share_ahead']:.1%} of {p['samples']} paired "
-              f"resamples ({'>=' if ok else '<'} {p['confidence']:.0%}); gain interval [{lo:+.4f}, {hi:+.4f}]",
-              value=boot["share_ahead"], threshold=p["confidence"])
 
-    promote = all(c["passed"] for c in checks)
-    failed = [c["reason"] for c in checks if not c["passed"]]
-    decision.update(
-        promote=promote,
-        reasons=failed if failed else [c["reason"] for c in checks if c["check"] in ("min_f1", "beats_champion", "bootstrap")]
-        + ([] if champion_pred is not None else ["no production model yet: thresholds only"]),
-        checks=checks,
-        metrics={"f1": f1, "precision": challenger["precision"], "recall": challenger["recall"]},
-    )
-    return decision
+def _regression_checks(p: dict[str, Any], challenger: dict[str, Any], champion: dict[str, Any]) -> list[dict[str, Any]]:
+    """Checks 3-4 against the champion: no type falls too far, and the score gains more than min_delta."""
+    checks = []
+    for etype, v in champion["per_type"].items():
+        if v["support"] == 0:
+            continue
+        mine = challenger["per_type"].get(etype, {"f1": 0.0})["f1"]
+        drop = v["f1"] - mine
+        ok = drop <= p["max_type_regression"] + 1e-12
+        checks.append(_check(f"type_regression:{etype}", ok,
+                             f"{etype} F1 {mine:.4f} vs champion {v['f1']:.4f} (drop {max(drop, 0):.4f} "
+                             f"{'<=' if ok else '>'} gate.max_type_regression {p['max_type_regression']:.4f})",
+                             value=mine, champion=v["f1"], threshold=p["max_type_regression"]))
+    f1, what = challenger["value"], METRIC_NAMES[p["metric"]]
+    delta = f1 - champion["value"]
+    ok = delta > p["min_delta"]
+    checks.append(_check("beats_champion", ok, f"{what} {f1:.4f} vs champion {champion['value']:.4f}: gain {delta:+.4f} "
+                         f"{'>' if ok else '<='} gate.min_delta {p['min_delta']:.4f}", value=delta, threshold=p["min_delta"]))
+    return checks
+
+
+def _bootstrap_check(p: dict[str, Any], boot: dict[str, Any]) -> dict[str, Any]:
+    """Check 4's second half: ahead by more than min_delta in at least ``confidence`` of the resamples."""
+    ok = boot["share_ahead"] >= p["confidence"]
+    lo, hi = boot["delta_interval"]
+    return _check("bootstrap", ok, f"ahead by more than {p['min_delta']:.4f} in {boot['share_ahead']:.1%} of {p['samples']} "
+                  f"paired resamples ({'>=' if ok else '<'} {p['confidence']:.0%}); gain interval [{lo:+.4f}, {hi:+.4f}]",
+                  value=boot["share_ahead"], threshold=p["confidence"])
 
 
 def gate(

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from nerflow import NerflowError
-from nerflow.core.config import PackageParams, RegistryParams, TrainParams, section
+from nerflow.core.config import TOKEN, PackageParams, RegistryParams, TrainParams, section
 from nerflow.core.files import read_json, write_json
 from nerflow.core.inference import MODEL_INFO
 from nerflow.core.paths import bentoml_home, project_root
@@ -102,7 +102,7 @@ def register(
     metadata = {
         "metrics": {k: metrics[k] for k in ("task", "f1", "precision", "recall", "macro_f1", "accuracy", "per_type", "per_class",
                                              "f1_average", "scheme", "split", "sentences", "texts") if k in metrics},
-        "task": info.get("task", "token-classification"),
+        "task": info.get("task", TOKEN),
         # BentoML metadata takes no None: params travel as JSON text
         "params_json": json.dumps(section(TrainParams, train_params).to_dict() if train_params is not None else {},
                                   sort_keys=True),
@@ -161,7 +161,7 @@ def promote(registry, tag: str, params: PackageParams | dict[str, Any], record_o
 
     manifest = write_production_manifests(registry, params)
     serve = f"bentoml serve {bento} --port 3000" if bento else \
-        f"NERFLOW_MODEL_TAG={tag} bentoml serve serving.service:NERService --port 3000"
+        f"NERFLOW_MODEL_TAG={tag} bentoml serve serving.service:ModelService --port 3000"
     record: dict[str, Any] = {"packaged": True, "model_tag": tag, "bento_tag": bento, "serve_command": serve,
                               "manifest": str(manifest)}
     if record_out is not None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from nerflow.core.config import Checks, DataParams, EvaluateParams, PreprocessParams, ValidateParams
+from nerflow.core.config import TEXT, TOKEN, Checks, DataParams, EvaluateParams, PreprocessParams, ValidateParams
 
-TOKEN = "token-classification"  # a tag per token (NER): nerflow.tasks.token
-TEXT = "text-classification"  # a label per text (sentiment, topic): nerflow.tasks.text
+__all__ = ["TEXT", "TOKEN", "Task", "ValidationTables", "Encoded", "Predictions"]
 
 # {table: DataFrame}, the facts the report shows, and locate(table, row, check) -> where the row comes from
 ValidationTables = tuple[dict[str, Any], dict[str, Any], Callable[[str, int, str], dict[str, Any]]]

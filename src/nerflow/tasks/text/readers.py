@@ -13,10 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nerflow import NerflowError
-from nerflow.core import hub
-from nerflow.core.dataset import SPLIT_ALIASES, folder_format, pick_split
+from nerflow.core.dataset import SPLIT_ALIASES, folder_format, open_source, pick_split
 from nerflow.core.files import decode_error, file_encoding, open_binary, text_lines
-from nerflow.core.paths import resolve_path
 
 # Heavy libraries (datasets) are imported inside the functions that use them, on purpose:
 # the CLI starts without them and a step loads only what it runs.
@@ -217,11 +215,10 @@ def read_text_source(src, p, fill: str | None = None):
     table}, how it is named, its local path (None from the Hub), format)."""
 
     opts = src.options(p)
-    if src.hub:
-        where, path, fmt = hub.describe(src), None, "hf"
-        parts = _hf_parts(hub.load_dataset(src.hub, src.name, key=f"data.{fill or 'path'}"), where, opts)
+    where, path, loaded = open_source(src, fill)
+    if loaded is not None:
+        fmt, parts = "hf", _hf_parts(loaded, where, opts)
     else:
-        where, path = src.path, resolve_path(src.path)
         fmt = detect_text_format(path) if opts.format == "auto" else opts.format
         if fmt in ("conll", "klue"):
             raise NerflowError(f"{where}: data.format {fmt} holds tags per token; text classification reads "

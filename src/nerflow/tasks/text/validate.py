@@ -27,18 +27,18 @@ import pyarrow.compute as pc
 
 from nerflow.core.config import Checks, ValidateParams
 from nerflow.core.dataset import SPLITS
-from nerflow.core.files import read_json
 from nerflow.core.gx import (
     STOPS,
     at_most,
     describe,
+    drift_rows,
+    iqr_limit,
     locate,
     same_rows,
     source_starts,
     suites,
     table_row,
     token_lengths,
-    total_variation,
 )
 from nerflow.core.inference import load_tokenizer
 from nerflow.core.reports import render
@@ -135,85 +135,53 @@ def subtoken_lengths(tokenizer_spec: str, texts: Texts):
 def build_tables(dataset, manifest: dict[str, Any], params: ValidateParams) -> tuple[dict, dict, Callable]:
     """Text classification's GX tables, the facts the report shows beside them, and
     ``locate(table, row, check)``."""
-
     checks = params.checks
     texts = read_texts(dataset, manifest)
-    n = len(texts.text)
-    encoded = pc.dictionary_encode(texts.label)
-    label_id = encoded.indices.to_numpy()
-    seen = encoded.dictionary.to_pylist()
-    label_set = list(manifest["labels"])
-    known = set(label_set)
-    names = label_set + [x for x in seen if x not in known]  # the label set first, then strays
-    counts = {split: np.zeros(len(seen), np.int64) for split in SPLITS}
-    for split, r in texts.ranges.items():
-        counts[split] = np.bincount(label_id[r.start:r.stop], minlength=len(seen))
-    position = {x: i for i, x in enumerate(seen)}
-    label_counts = {split: {x: int(c[position[x]]) if x in position else 0 for x in names}
-                    for split, c in counts.items() if split in texts.ranges}
-    shares = {split: {x: c / max(1, sum(v.values())) for x, c in v.items()} for split, v in label_counts.items()}
-    train_count = counts["train"]
-
-    from_params = manifest.get("label_set_from") == "params"
-    in_set = np.array([x in known for x in seen], bool)  # per distinct label
-    min_count = checks.rare_labels.min_count
-    rare = {x: int(train_count[i]) for i, x in enumerate(seen) if train_count[i] < min_count}
-
+    labels = _label_counts(texts, manifest)
+    label_set, train_count = labels["label_set"], labels["counts"]["train"]
     lengths = pc.utf8_length(texts.text).to_numpy().astype(np.int64)
-    q1, q3 = np.quantile(lengths, [0.25, 0.75]) if n else (0.0, 0.0)
-    limit = q3 + checks.length_outliers.iqr_factor * (q3 - q1)
+    limit = iqr_limit(lengths, checks.length_outliers.iqr_factor)
     counted = bool(params.tokenizer) and checks.subtoken_overflow.severity != "off"
-    over = (subtoken_lengths(params.tokenizer, texts) > params.max_length) if counted else np.zeros(n, bool)
+    over = (subtoken_lengths(params.tokenizer, texts) > params.max_length) if counted else np.zeros(len(texts.text), bool)
     train = texts.ranges.get("train", range(0))
-
+    min_count = checks.rare_labels.min_count
+    label_id = labels["label_id"]
     texts_table = pd.DataFrame({
         "empty": texts.blank,
         "duplicate": texts.dup_of >= 0,
         "length_outlier": lengths > limit,
         "over_max_length": over,
-        "in_label_set": in_set[label_id],
+        "in_label_set": labels["in_set"][label_id],
         "rare_label": train_count[label_id] < min_count,
         "label_in_train": train_count[label_id] > 0,
     })
-    balance_rows = [_balance(split, {x: label_counts[split][x] for x in label_set}) for split in SPLITS
+    balance_rows = [_balance(split, {x: labels["label_counts"][split][x] for x in label_set}) for split in SPLITS
                     if split in texts.ranges and len(texts.ranges[split]) and label_set]
-    drift_rows = [{"compared": f"{split} vs train", "distance": total_variation(shares[split], shares["train"])}
-                  for split in ("validation", "test") if len(texts.ranges.get(split, ())) and len(train)]
-    reference = params.drift_reference
-    if reference and Path(reference).exists():
-        ref = read_json(reference).get("class_shares", {}).get("train")
-        if ref and len(train):
-            drift_rows.append({"compared": f"train vs {reference}", "distance": total_variation(shares["train"], ref)})
+    drift = drift_rows(labels["shares"], [s for s in ("validation", "test") if len(texts.ranges.get(s, ())) and len(train)],
+                       params.drift_reference if len(train) else None, "class_shares")
     tables = {
         "texts": texts_table,
         "eval_texts": pd.DataFrame({"leaked": texts.leak_of[train.stop:] >= 0}),
         "balance": pd.DataFrame(balance_rows, columns=["split", "largest_class", "largest", "smallest_class",
                                                        "smallest", "ratio", "smallest_over_largest"]),
-        "drift": pd.DataFrame(drift_rows or [{"compared": "none", "distance": 0.0}]),
+        "drift": pd.DataFrame(drift or [{"compared": "none", "distance": 0.0}]),
     }
-    per_split = {split: int(over[r.start:r.stop].sum()) for split, r in texts.ranges.items()}
-    note = ("preprocess keeps each one's head and tail within max_length (preprocess.truncation: head_tail; head: "
-            "its start only); it does not window them") if counted else \
-        ("tokenizer not given" if not params.tokenizer else "subtoken_overflow is off")
+    seen = labels["seen"]
     facts = {
         "level": "text",
-        "label_counts": label_counts,
-        "class_shares": shares,
-        "label_set": {"from": "params" if from_params else "data", "labels": label_set,
-                      "outside": {x: sum(int(c[i]) for c in counts.values()) for i, x in enumerate(seen) if not in_set[i]}},
-        "rare_labels": {"min_count": min_count, "train_counts": rare},
+        "label_counts": labels["label_counts"],
+        "class_shares": labels["shares"],
+        "label_set": {"from": "params" if manifest.get("label_set_from") == "params" else "data", "labels": label_set,
+                      "outside": {x: sum(int(c[i]) for c in labels["counts"].values()) for i, x in enumerate(seen)
+                                  if not labels["in_set"][i]}},
+        "rare_labels": {"min_count": min_count,
+                        "train_counts": {x: int(train_count[i]) for i, x in enumerate(seen) if train_count[i] < min_count}},
         "class_balance": {row["split"]: {k: v for k, v in row.items() if k not in ("split", "smallest_over_largest")}
                           for row in balance_rows},
-        "drift": drift_rows,
+        "drift": drift,
         "length_outlier_limit": float(limit),
         "max_length": params.max_length,
-        "over_max_length": {
-            "texts": int(over.sum()),
-            "per_split": per_split,
-            "note": note,
-            "line": f"texts over max_length {params.max_length} sub-tokens: {int(over.sum())} ("
-                    + ", ".join(f"{s} {v}" for s, v in per_split.items()) + f"; {note})",
-        },
+        "over_max_length": _over_facts(texts, over, params, counted),
     }
 
     def locate(table: str, row: int, check: str) -> dict[str, Any]:
@@ -224,6 +192,38 @@ def build_tables(dataset, manifest: dict[str, Any], params: ValidateParams) -> t
         return texts.example(table, row, check)
 
     return tables, facts, locate
+
+
+def _label_counts(texts: Texts, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Each text's label id among the distinct labels ``seen``, their counts per split (numpy, in
+    ``seen`` order), the counts and shares per split by name (the label set first, then strays),
+    and which distinct labels are in the label set."""
+    encoded = pc.dictionary_encode(texts.label)
+    label_id = encoded.indices.to_numpy()
+    seen = encoded.dictionary.to_pylist()
+    label_set = list(manifest["labels"])
+    known = set(label_set)
+    names = label_set + [x for x in seen if x not in known]
+    counts = {split: np.zeros(len(seen), np.int64) for split in SPLITS}
+    for split, r in texts.ranges.items():
+        counts[split] = np.bincount(label_id[r.start:r.stop], minlength=len(seen))
+    position = {x: i for i, x in enumerate(seen)}
+    label_counts = {split: {x: int(c[position[x]]) if x in position else 0 for x in names}
+                    for split, c in counts.items() if split in texts.ranges}
+    shares = {split: {x: c / max(1, sum(v.values())) for x, c in v.items()} for split, v in label_counts.items()}
+    return {"label_id": label_id, "seen": seen, "label_set": label_set, "counts": counts, "label_counts": label_counts,
+            "shares": shares, "in_set": np.array([x in known for x in seen], bool)}
+
+
+def _over_facts(texts: Texts, over: np.ndarray, params: ValidateParams, counted: bool) -> dict[str, Any]:
+    """The texts over max_length sub-tokens, per split, and what preprocess does with them."""
+    per_split = {split: int(over[r.start:r.stop].sum()) for split, r in texts.ranges.items()}
+    note = ("preprocess keeps each one's head and tail within max_length (preprocess.truncation: head_tail; head: "
+            "its start only); it does not window them") if counted else \
+        ("tokenizer not given" if not params.tokenizer else "subtoken_overflow is off")
+    return {"texts": int(over.sum()), "per_split": per_split, "note": note,
+            "line": f"texts over max_length {params.max_length} sub-tokens: {int(over.sum())} ("
+                    + ", ".join(f"{s} {v}" for s, v in per_split.items()) + f"; {note})"}
 
 
 def _balance(split: str, counts: dict[str, int]) -> dict[str, Any]:

@@ -24,11 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nerflow import NerflowError
-from nerflow.core import hub
 from nerflow.core.config import DataParams, Source
-from nerflow.core.dataset import BATCH, content_hash, pick_split, renamed, rows, write_dataset
+from nerflow.core.dataset import BATCH, content_hash, open_source, pick_split, renamed, rows, write_dataset
 from nerflow.core.dataset import read_corpus as read_sources
-from nerflow.core.paths import resolve_path
 from nerflow.tasks.token.readers import Sentence, detect_format, hf_splits, iter_split, read_hf_dataset
 
 # Heavy libraries (datasets) are imported inside the functions that use them, on purpose:
@@ -94,11 +92,10 @@ def _read_source(src: Source, p: DataParams, fill: str | None = None) -> tuple[d
     ``fill``: the split this source fills (its own ``split``, or that name, is read from a source
     holding several); None: every split it has ("all" for a file of one split)."""
     opts = src.options(p)
-    if src.hub:
-        where, path, fmt = hub.describe(src), None, "hf"
-        parts = hf_splits(hub.load_dataset(src.hub, src.name, key=f"data.{fill or 'path'}"), where, opts)
+    where, path, loaded = open_source(src, fill)
+    if loaded is not None:
+        fmt, parts = "hf", hf_splits(loaded, where, opts)
     else:
-        where, path = src.path, resolve_path(src.path)
         fmt = detect_format(path) if opts.format == "auto" else opts.format
         parts = read_hf_dataset(path, opts) if fmt == "hf" else {"all": iter_split(path, fmt, opts)}
     parts = pick_split(parts, src, fill, where)

@@ -21,6 +21,7 @@ from nerflow.core.files import atomic_dir, atomic_file, read_records, write_json
 from nerflow.core.paths import resolve_path
 from nerflow.core.reports import write_confusion
 from nerflow.core.stats import by_group
+from nerflow.tasks.base import TOKEN
 from nerflow.tasks.token.analysis import confusion, error_kinds, error_report_html, sentence_losses
 from nerflow.tasks.token.metrics import all_scores
 from nerflow.tasks.token.predict import WordTagger
@@ -54,22 +55,12 @@ def evaluate(params: EvaluateParams | dict[str, Any], model_dir: str | Path, dat
     tagger = WordTagger(model_dir, precision=params.precision, batch_size=params.batch_size)
     scheme = params.scheme
 
-    results = {}
-    for name, tokens, gold in test_sets:
-        started = time.perf_counter()
-        # the probability vectors feed the error analysis, which covers the main split only
-        main_split = name == split
-        predicted = tagger.predict(tokens, distributions=main_split, documents=documents if main_split else None)
-        pred, dists = predicted[0], predicted[2] if main_split else None
-        seconds = time.perf_counter() - started
-        scores = all_scores(gold, pred, level)
-        results[name] = {"tokens": tokens, "gold": gold, "pred": pred, "dists": dists, "scores": scores,
-                         "seconds": seconds}
-
+    results = {name: _tagged(tagger, tokens, gold, level, name == split, documents if name == split else None)
+               for name, tokens, gold in test_sets}
     main = results[split]
     metrics = dict(main["scores"][scheme])
     metrics.update(
-        task="token-classification",
+        task=TOKEN,
         split=split,
         level=level,
         sentences=len(main["tokens"]),
@@ -94,16 +85,31 @@ def evaluate(params: EvaluateParams | dict[str, Any], model_dir: str | Path, dat
     kinds = error_kinds(main["gold"], main["pred"])
     metrics["error_kinds"] = kinds["counts"]
 
-    with atomic_file(predictions_out) as fh:
-        # each sentence's document (source, id) where the corpus has them: the gate re-scores the
-        # champion reading the same windows the challenger was read in
-        for k, (t, g, p) in enumerate(zip(main["tokens"], main["gold"], main["pred"])):
-            record = {"tokens": t, "gold": g, "pred": p, **({"document": list(documents[k])} if documents else {})}
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    _write_predictions(predictions_out, main, documents)
     if report_dir is not None:
         write_report(report_dir, main, kinds, metrics, tagger, level, params.top_loss_sentences)
     write_json(metrics_out, metrics)
     return metrics
+
+
+def _tagged(tagger: WordTagger, tokens, gold, level: str, main_split: bool, documents) -> dict[str, Any]:
+    """One test set tagged and scored, with the time it took; the probability vectors (for the error
+    analysis) on the main split only."""
+    started = time.perf_counter()
+    predicted = tagger.predict(tokens, distributions=main_split, documents=documents)
+    pred, dists = predicted[0], predicted[2] if main_split else None
+    seconds = time.perf_counter() - started
+    return {"tokens": tokens, "gold": gold, "pred": pred, "dists": dists, "scores": all_scores(gold, pred, level),
+            "seconds": seconds}
+
+
+def _write_predictions(path: str | Path, main: dict[str, Any], documents: list[tuple] | None) -> None:
+    """predictions.jsonl, with each sentence's document (source, id) where the corpus has them: the
+    gate re-scores the champion reading the same windows the challenger was read in."""
+    with atomic_file(path) as fh:
+        for k, (t, g, p) in enumerate(zip(main["tokens"], main["gold"], main["pred"])):
+            record = {"tokens": t, "gold": g, "pred": p, **({"document": list(documents[k])} if documents else {})}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def per_source(groups: list[str], gold: list[list[str]], pred: list[list[str]], level: str, scheme: str) -> dict[str, Any]:

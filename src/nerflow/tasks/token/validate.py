@@ -25,18 +25,18 @@ import pyarrow.compute as pc
 
 from nerflow.core.config import Checks, ValidateParams
 from nerflow.core.dataset import SPLITS
-from nerflow.core.files import read_json
 from nerflow.core.gx import (
     STOPS,
     at_most,
     describe,
+    drift_rows,
+    iqr_limit,
     locate,
     same_rows,
     source_starts,
     suites,
     table_row,
     token_lengths,
-    total_variation,
 )
 from nerflow.core.inference import load_tokenizer
 from nerflow.core.reports import render
@@ -209,28 +209,19 @@ def tag_facts(corpus: Corpus) -> dict[str, Any]:
 
 def build_tables(corpus: Corpus, manifest: dict[str, Any], params: ValidateParams) -> tuple[dict, dict]:
     """The GX tables and the facts the report shows beside them (type counts, drift)."""
-
     checks = params.checks
     level = manifest.get("level", "word")
     facts_by_tag = tag_facts(corpus)
-    starts, kinds = facts_by_tag["entity_start"], facts_by_tag["kinds"]
-    type_counts = {}
-    for split in SPLITS:
-        r = corpus.ranges.get(split, range(0))
-        lo, hi = corpus.offsets[r.start] if r else 0, corpus.offsets[r.stop] if r else 0
-        counted = np.bincount(facts_by_tag["entity_kind"][lo:hi][starts[lo:hi]], minlength=len(kinds))
-        type_counts[split] = {kinds[k]: int(c) for k, c in enumerate(counted) if c}
+    type_counts = _type_counts(corpus, facts_by_tag)
     train = corpus.ranges.get("train", range(0))
     seen = np.zeros(len(corpus.names), bool)
     seen[np.unique(corpus.tags[corpus.offsets[train.start]:corpus.offsets[train.stop]])] = True
-
     lengths = corpus.n_tokens
-    q1, q3 = np.quantile(lengths, [0.25, 0.75])
-    limit = q3 + checks.length_outliers.iqr_factor * (q3 - q1)
+    limit = iqr_limit(lengths, checks.length_outliers.iqr_factor)
     counted_subtokens = bool(params.tokenizer) and checks.subtoken_overflow.severity != "off"
     over = (subtoken_counts(params.tokenizer, corpus, level) > params.max_length) if counted_subtokens \
         else np.zeros(len(lengths), bool)
-    entities = _sums(starts, corpus.offsets)
+    entities = _sums(facts_by_tag["entity_start"], corpus.offsets)
     sentences = pd.DataFrame({"n_tokens": lengths, "n_tags": corpus.n_tags, "entities": entities,
                               "duplicate": corpus.dup_of >= 0, "length_outlier": lengths > limit,
                               "over_max_length": over})
@@ -243,37 +234,31 @@ def build_tables(corpus: Corpus, manifest: dict[str, Any], params: ValidateParam
     if level == "char":  # a space (or joiner) is a character of the text, so a token of its own
         tokens["token_check"] = pc.if_else(pc.match_substring_regex(corpus.tokens, TEXT_CHARACTER), "_",
                                            corpus.tokens).to_pandas()
-
     all_types = sorted(set().union(*type_counts.values()))
     types = pd.DataFrame({"type": all_types, **{s: [type_counts[s].get(t, 0) for t in all_types] for s in SPLITS}})
     shares = {s: {t: type_counts[s].get(t, 0) / max(1, sum(type_counts[s].values())) for t in all_types} for s in SPLITS}
-    drift_rows = [{"compared": f"{split} vs train", "distance": total_variation(shares[split], shares["train"])}
-                  for split in ("validation", "test") if type_counts[split]]
-    reference = params.drift_reference
-    if reference and Path(reference).exists():
-        ref = read_json(reference).get("type_shares", {}).get("train")
-        if ref:
-            drift_rows.append({"compared": f"train vs {reference}", "distance": total_variation(shares["train"], ref)})
-    drift = pd.DataFrame(drift_rows or [{"compared": "none", "distance": 0.0}])
+    drift = drift_rows(shares, [s for s in ("validation", "test") if type_counts[s]], params.drift_reference, "type_shares")
     tables = {"sentences": sentences, "eval_sentences": pd.DataFrame({"leaked": corpus.leak_of[train.stop:] >= 0}),
-              "tokens": tokens, "types": types, "drift": drift}
-    facts = {
-        "level": level,
-        "type_counts": type_counts,
-        "type_shares": shares,
-        "drift": drift_rows,
-        "length_outlier_limit": float(limit),
-        "max_length": params.max_length,
-        "over_max_length": {
-            "sentences": int(over.sum()),
-            "entities": int(entities[over].sum()),
-            "note": "split into overlapping windows by preprocess, not cut" if counted_subtokens else "tokenizer not given",
-        },
-    }
-    over_facts = facts["over_max_length"]
+              "tokens": tokens, "types": types, "drift": pd.DataFrame(drift or [{"compared": "none", "distance": 0.0}])}
+    note = "split into overlapping windows by preprocess, not cut" if counted_subtokens else "tokenizer not given"
+    over_facts = {"sentences": int(over.sum()), "entities": int(entities[over].sum()), "note": note}
     over_facts["line"] = (f"sentences over max_length {params.max_length} sub-tokens: {over_facts['sentences']} "
-                          f"({over_facts['entities']} entities; {over_facts['note']})")
+                          f"({over_facts['entities']} entities; {note})")
+    facts = {"level": level, "type_counts": type_counts, "type_shares": shares, "drift": drift,
+             "length_outlier_limit": float(limit), "max_length": params.max_length, "over_max_length": over_facts}
     return tables, facts
+
+
+def _type_counts(corpus: Corpus, facts_by_tag: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """{split: {entity type: entities}} (types with none left out)."""
+    starts, kinds = facts_by_tag["entity_start"], facts_by_tag["kinds"]
+    type_counts = {}
+    for split in SPLITS:
+        r = corpus.ranges.get(split, range(0))
+        lo, hi = corpus.offsets[r.start] if r else 0, corpus.offsets[r.stop] if r else 0
+        counted = np.bincount(facts_by_tag["entity_kind"][lo:hi][starts[lo:hi]], minlength=len(kinds))
+        type_counts[split] = {kinds[k]: int(c) for k, c in enumerate(counted) if c}
+    return type_counts
 
 
 def token_tables(dataset, manifest: dict[str, Any], params: ValidateParams) -> tuple[dict, dict, Callable]:

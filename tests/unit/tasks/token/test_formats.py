@@ -8,10 +8,9 @@ from conftest import SHARED_DATA
 
 from nerflow import NerflowError
 from nerflow.core.dataset import split_by_ratio
-from nerflow.tasks.token.data import read_corpus
 from nerflow.steps.data import prepare_data
 from nerflow.steps.validate import validate_dataset
-from nerflow.tasks.token.data import sentences
+from nerflow.tasks.token.data import read_corpus, sentences
 from nerflow.tasks.token.readers import read_conll, read_klue, to_iob2
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not on this machine")

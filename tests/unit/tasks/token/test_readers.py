@@ -16,8 +16,8 @@ import pytest
 from nerflow import NerflowError
 from nerflow.core.config import DataParams, ReaderOptions, TestSet
 from nerflow.core.dataset import content_hash, load_dataset_dir
-from nerflow.tasks.token.data import read_corpus
 from nerflow.steps.data import prepare_data
+from nerflow.tasks.token.data import read_corpus
 from nerflow.tasks.token.readers import read_conll, read_jsonl, read_klue, read_split
 
 SPLITS = ("train", "validation", "test")
