@@ -42,6 +42,8 @@ import importlib
 import logging
 import mmap
 import os
+import re
+import sys
 import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -57,16 +59,16 @@ from nerflow import NerflowError
 
 # the versions these patches were tested with: [first, past the last) as release numbers
 TESTED = {"bentoml": ((1, 4), (1, 5)), "uvicorn": ((0, 30), (0, 60))}
-_log = logging.getLogger("nerflow.patches")
 _warned: set[str] = set()
 
 
 def _release(text: str) -> tuple[int, ...]:
+    """The release numbers of a version: "1.5.0rc1" -> (1, 5, 0)."""
     parts = []
     for piece in text.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit()) or "0"
-        parts.append(int(digits))
-        if not piece.isdigit():
+        digits = re.match(r"\d*", piece).group()
+        parts.append(int(digits or 0))
+        if digits != piece:
             break
     return tuple(parts)
 
@@ -94,7 +96,9 @@ def _tested(dist: str, module: str, name: str, attribute: str | None = None, war
             return found
     if warn and dist not in _warned:
         _warned.add(dist)
-        _log.warning("nerflow: %s: its patches step aside (the service runs as %s does on its own)", problem, dist)
+        # on stderr, not a logger: BentoML's logging set-up disables the loggers that exist before it
+        print(f"nerflow: warning: {problem}: its patches step aside (the service runs as {dist} does on its own)",
+              file=sys.stderr)
     return None
 
 
