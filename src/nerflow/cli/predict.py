@@ -124,7 +124,6 @@ def _text_item(text: str, line: int, char_level: bool, id: Any = None) -> Item:
 
 def read_input(path: str | Path, fmt: str = "auto", char_level: bool = False) -> list[Item]:
     """The items to tag: one per text line, CoNLL sentence or JSONL record."""
-
     path = Path(path)
     lines = None  # [(line number, line)]
     if fmt == "auto":
@@ -184,7 +183,6 @@ def tag_items(tagger, items: list[Item], progress: bool = False) -> Iterator[tup
 def record(item: Item, tags: list[str], probs: list[float]) -> dict[str, Any]:
     """The JSONL record: entity start/end are character offsets into ``text`` for text
     input and token indices (end exclusive) for token input, as the service returns them."""
-
     rec: dict[str, Any] = {} if item.id is None else {"id": item.id}
     if item.text is not None:
         rec["text"] = item.text
@@ -202,7 +200,6 @@ def predict_file(input_path, model: str, registry_params=None, out=None, input_f
                  progress: bool = False) -> int:
     """Tag ``input_path`` with ``model``; write to ``out`` (atomically) or stdout. Returns the
     number of records written."""
-
     model_dir, _ = resolve_model(model, registry_params)
     if task_of(model_dir).name == TEXT:
         return classify_file(input_path, model_dir, out, input_format, output_format, batch_size, precision, progress)
@@ -266,7 +263,6 @@ def score_files(gold_path, pred_path=None, scheme: str = "default") -> dict[str,
     """Scores of GOLD and PRED (tags in each file's last column), or of one `token ... gold
     pred` file (conlleval's input): as metrics.json, ``scheme``'s scores at the top and both
     seqeval modes under ``schemes``. Token and sentence mismatches are errors."""
-
     if pred_path is None:
         gold = read_conll(gold_path, {"tag_column": -2})
         if all(s.tags == s.tokens for s in gold):  # two columns: "gold" was the token itself

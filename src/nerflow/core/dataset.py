@@ -107,7 +107,6 @@ def pick_split(parts: dict[str, Any], src: Source, fill: str | None, where: str)
 def _held_out(tables: dict[str, pa.Table], sources: dict[str, str], layout: dict[str, list], p: DataParams):
     """Validation as ``data.validation_share`` of train, drawn with ``split_seed``; both keep
     their rows' source lines (in the train file), so validation still names file and line."""
-
     train = tables["train"]
     order = np.random.default_rng(p.split_seed).permutation(train.num_rows)
     n_dev = max(1, int(round(train.num_rows * p.validation_share)))

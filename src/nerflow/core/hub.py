@@ -68,7 +68,6 @@ def _missing(kind: str, repo: str, key: str, exc: Exception) -> NerflowError:
 def model_path(spec: str | Path, key: str = "model") -> Path:
     """A local folder for a model spec: a ``pkg:`` path or an existing path as it is, a Hub id
     from the Hub (or, offline, the cache)."""
-
     spec = str(spec)
     if spec.startswith("asset:"):  # an embedded encoder built from PyPI packages (nerflow.core.assets)
 

@@ -334,7 +334,6 @@ def _packed_feed(rows: Sequence[Sequence[int]], offset: int, type_rows: Sequence
     """The packed layout's inputs for ``rows`` (token id lists) one after another in one row of
     shape (1, total): ``segment_ids`` 1, 2, ... per row, ``position_ids`` from ``offset`` in each
     row, ``token_type_ids`` as given (else 0). What ``_Logits`` reads; the one place it is built."""
-
     lengths = [len(r) for r in rows]
     total = sum(lengths)
     return {"input_ids": np.fromiter((t for r in rows for t in r), np.int64, total)[None],
@@ -353,7 +352,6 @@ def _block_feed(rows: Sequence[Sequence[int]], offset: int, type_rows: Sequence[
     And the tokens whose logits are wanted (``_read_layer``): ``read`` (positions in each of
     ``rows``, ascending; None: every token) as ``read_index`` (their places in the row),
     ``read_block`` (row i: text i's, as places in ``read_index``, padded with 0) and ``read_slot``."""
-
     feed = _packed_feed(rows, offset, type_rows)
     del feed["segment_ids"]
     lengths = np.array([len(r) for r in rows], np.int64)
@@ -373,7 +371,6 @@ def _gathers(lengths):
     """For pieces of ``lengths`` one after another: (index [pieces, longest]: piece i's places,
     padded with 0; inside: where a place is not padding; slot: each place's index in the flattened
     [pieces, longest])."""
-
     longest, starts = int(lengths.max()), np.cumsum(lengths) - lengths
     columns = np.arange(longest, dtype=np.int64)
     inside = columns[None] < lengths[:, None]
@@ -586,7 +583,6 @@ class OnnxModel:
         layout packs them as they come, ``PACK_TOKENS``. ``read``: the positions of each row whose
         logits are wanted (ascending); an export that takes them (``read_index``) computes its
         last layer for those tokens only and leaves the others' logits 0."""
-
         blocks = self.layout == "blocks"
         if budget is None:
             budget = PACK_TOKENS_MANY if blocks and len(rows) > PACK_MANY else PACK_TOKENS

@@ -189,7 +189,6 @@ def prepare_data_at(params: DataParams | dict[str, Any], repo: str, revision: st
     :func:`nerflow.steps.data.prepare_data`, its manifest recording the repository, commit and each
     source's version. ``expected_version``: the data version the run planned with; if the
     revision (a branch) moved to different data since, the step stops instead of mixing."""
-
     p = section(DataParams, params)
     with opened(repo, revision, remote) as fs, tempfile.TemporaryDirectory(prefix="nerflow-corpus-") as scratch:
         commit = commit_of(fs)

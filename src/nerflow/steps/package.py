@@ -74,7 +74,6 @@ def build_bento(model_tag: str, root: str | Path, labels: dict[str, str] | None 
 
 def registry_for(params: RegistryParams | dict[str, Any]):
     """The registry named by the ``registry`` params section (store: $BENTOML_HOME)."""
-
     params = section(RegistryParams, params)
     return Registry(params.model_name, bentoml_home(params))
 
@@ -92,7 +91,6 @@ def register(
     with its metrics, train params, data hash and git revision. ``origin`` (the KFP path: the
     dataset manifest's record of the repository and commit the corpus was read at) gives the
     revision; otherwise it is the checkout's HEAD."""
-
     model_dir = Path(model_dir)
     if not (model_dir / MODEL_INFO).exists():
         raise NerflowError(f"{model_dir}: not a trained nerflow model (no {MODEL_INFO})")
@@ -135,7 +133,6 @@ def package(
     """Step `package`: for a promoted challenger, build its Bento, then make it the production
     model (the registry's atomic switch; the previous one is archived). A refused one is left
     a candidate and nothing is built."""
-
     decision = read_json(decision_path)
     tag = (decision.get("challenger") or {}).get("tag")
     if not decision.get("promote"):
@@ -151,7 +148,6 @@ def promote(registry, tag: str, params: PackageParams | dict[str, Any], record_o
             decision: dict[str, Any] | None = None, root: str | Path | None = None) -> dict[str, Any]:
     """Build the Bento for ``tag`` (unless one exists or ``build_bento`` is off), then switch
     production to it. A failure before the switch leaves the old champion in production."""
-
     registry.model_dir(tag)
     bento = registry.state()["bentos"].get(tag)
     p = section(PackageParams, params)
@@ -171,7 +167,6 @@ def promote(registry, tag: str, params: PackageParams | dict[str, Any], record_o
 
 def rollback(registry, params: PackageParams | dict[str, Any] | None, reason: str = "manual rollback") -> dict[str, Any]:
     """Put the previous production model back and write its Kubernetes manifests again."""
-
     event = registry.rollback(reason)
     return {**event, "manifest": str(write_production_manifests(registry, params))}
 
@@ -181,7 +176,6 @@ def containerize(registry, params: PackageParams | dict[str, Any] | None = None,
     tagged with the model tag (under ``package.deploy.image_registry``), the image the
     Kubernetes manifests name. Docker's classic builder (BentoML's BuildKit Dockerfile needs a
     frontend image from Docker Hub), on the host network (the build installs packages)."""
-
     tag = tag or registry.production()
     if tag is None:
         raise NerflowError(f"{registry.name}: no production model to containerize")

@@ -89,7 +89,6 @@ def _run_key(params: TrainParams, info: dict[str, Any]) -> dict[str, Any]:
 def _checkpoint_to_resume(work_dir: Path, params: TrainParams, info: dict[str, Any]) -> Path | None:
     """The last checkpoint a killed run of the same training left behind; a work folder from
     other params or data is cleared instead."""
-
     if not work_dir.exists():
         return None
     try:
@@ -479,7 +478,6 @@ def train_processes(params: TrainParams | dict[str, Any], features_dir: str | Pa
     """:func:`train` in ``nproc`` processes: one (this one) as is, several under torchrun
     (``torch.distributed.run --standalone``: one node, DDP over NCCL on GPUs, gloo on CPUs).
     Rank 0 writes the model and curves; the summary is read back from what it wrote."""
-
     if nproc <= 1:
         return train(params, features_dir, model_out, curves_dir)
     params = section(TrainParams, params)

@@ -72,7 +72,6 @@ def gate_score(gold, pred, metric: str, labels: Sequence[str]) -> dict:
 def bootstrap_counts(gold, pred, metric: str, labels: Sequence[str]):
     """(per-example counts, metric of summed counts) for the paired bootstrap: accuracy from
     (correct, 1); macro F1 from (tp, predicted, gold) of every class; f1 as ``scores`` has it."""
-
     labels = list(labels) + sorted(set(gold) - set(labels))
     g, p = np.asarray(gold, dtype=object), np.asarray(pred, dtype=object)
     if metric == "accuracy":
@@ -92,7 +91,6 @@ def bootstrap_counts(gold, pred, metric: str, labels: Sequence[str]):
 
 def read_text_predictions(path):
     """(texts, gold, predicted, labels in the model's order) from predictions.jsonl."""
-
     rows = read_records(path, ("text", "gold", "pred", "scores"), "text-classification predictions record")
     return ([r["text"] for r in rows], [r["gold"] for r in rows], [r["pred"] for r in rows],
             list(rows[0]["scores"]) if rows else [])

@@ -79,7 +79,6 @@ def _rows(path, opts, delimiter: str):
     """(line, text, label, id) of each row of a TSV/CSV file. TSV fields are taken as written
     (a quote is a character: reviews hold them); CSV follows RFC 4180 quoting, a quoted field
     may span lines (the line is where its row starts)."""
-
     csv.field_size_limit(1 << 30)
     with open_binary(path) as fh:
         encoding = file_encoding(path, fh.read(4096), opts.encoding)
@@ -134,7 +133,6 @@ def _rows(path, opts, delimiter: str):
 
 def _record_rows(where: str, records, opts, numbering: str = "record"):
     """(record number, text, label, id) of dict records (JSON Lines, Parquet, HF datasets)."""
-
     text_key = label_key = None
     for n, rec in records:
         at = f"{where}:{n}" if numbering == "line" else f"{where}: record {n}"
@@ -198,7 +196,6 @@ def _hf_parts(loaded, where: str, opts) -> dict:
 
 def _table(rows, source: str):
     """Rows (line, text, label, id) into an Arrow table of the text schema."""
-
     lines, texts, labels, ids = [], [], [], []
     for line, text, label, id_ in rows:
         lines.append(line)
@@ -213,7 +210,6 @@ def _table(rows, source: str):
 def read_text_source(src, p, fill: str | None = None):
     """One source of a text-classification corpus, as data.read_corpus reads it: ({split:
     table}, how it is named, its local path (None from the Hub), format)."""
-
     opts = src.options(p)
     where, path, loaded = open_source(src, fill)
     if loaded is not None:

@@ -90,7 +90,6 @@ class Texts:
 
 def read_texts(dataset, manifest: dict[str, Any]) -> Texts:
     """The splits' columns as flat Arrow / numpy arrays, with duplicates and leakage found."""
-
     ranges, texts, labels, lines = {}, [], [], []
     for split in SPLITS:
         if split not in dataset:
@@ -124,7 +123,6 @@ def _same_texts(texts: Texts):
 def subtoken_lengths(tokenizer_spec: str, texts: Texts):
     """Sub-tokens per text, specials included, counted as preprocess does (the text whole, then
     the specials): each distinct text is tokenized once, in batches."""
-
     tokenizer = load_tokenizer(tokenizer_spec, "validate.tokenizer")
     encoded = pc.dictionary_encode(texts.text)
     counts = np.array(token_lengths(tokenizer, encoded.dictionary.to_pylist(), add_special_tokens=False, verbose=False),

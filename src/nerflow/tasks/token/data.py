@@ -40,7 +40,6 @@ TABLE = pa.schema([("tokens", pa.list_(pa.string())), ("tags", pa.list_(pa.strin
 
 def label_list(tags: set[str]) -> list[str]:
     """'O' first, then by entity type, B- before I-; anything else (invalid) last, sorted."""
-
     def key(tag: str) -> tuple:
         if tag == "O":
             return (0, "", "")

@@ -30,7 +30,6 @@ from nerflow.tasks.token.readers import read_split, to_iob2
 
 def _extra_test_sets(params: EvaluateParams) -> list[tuple[str, list[list[str]], list[list[str]]]]:
     """Further test sets from ``evaluate.test_sets``: [{name, path, format?, scheme?, ...}]."""
-
     out = []
     for spec in params.test_sets:
         sentences = read_split(resolve_path(spec.path), spec.format, spec)
@@ -114,7 +113,6 @@ def _write_predictions(path: str | Path, main: dict[str, Any], documents: list[t
 
 def per_source(groups: list[str], gold: list[list[str]], pred: list[list[str]], level: str, scheme: str) -> dict[str, Any]:
     """Scores of each source's sentences: {source: {sentences, f1, ..., per_type}}."""
-
     def summarise(g: list, p: list) -> dict[str, Any]:
         scores = all_scores(g, p, level)
         main = scores[scheme]

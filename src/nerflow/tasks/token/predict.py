@@ -149,7 +149,6 @@ class WordTagger:
 def iob2_transitions(labels: Sequence[str]):
     """(allowed[i, j]: tag j may follow tag i, allowed_first[j]) for IOB2 labels: I-X only after
     B-X or I-X, never first. None when the labels are not IOB2 (an I-X without its B-X)."""
-
     if any(t.startswith("I-") and "B-" + t[2:] not in labels for t in labels):
         return None
     allowed = np.ones((len(labels), len(labels)), dtype=bool)
@@ -163,7 +162,6 @@ def iob2_transitions(labels: Sequence[str]):
 def constrained_path(dists: Sequence, allowed, first, outside: int) -> list[int]:
     """Viterbi: the label ids of the most probable sequence (product of the words' label
     probabilities) that the transitions allow. A word without a distribution (no sub-token) is O."""
-
     n, size = len(dists), allowed.shape[0]
     if n == 0:
         return []
@@ -202,7 +200,6 @@ def entities_from_tags(
     With ``spans`` (character start/end of each word) and ``text``, entities carry character
     offsets into ``text`` and their surface text; the score is the mean word probability.
     """
-
     out = []
     for etype, first, last in entities(tags):
         entity = {"type": etype, "start_word": first, "end_word": last + 1}

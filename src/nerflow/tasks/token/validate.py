@@ -64,7 +64,6 @@ POISON_DESCRIPTION = ("no control (C0/C1), format, private-use, whitespace or re
 
 def _offsets(lengths):
     """[0, l0, l0 + l1, ...]: where each list starts in the flat values (and the total)."""
-
     out = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=out[1:])
     return out
@@ -78,7 +77,6 @@ def _sums(values, offsets):
 
 def _heads(lengths, keep):
     """Over the flat values of lists of ``lengths``: True on the first ``keep`` of each list."""
-
     position = np.arange(int(lengths.sum())) - np.repeat(_offsets(lengths)[:-1], lengths)
     return position < np.repeat(keep, lengths)
 
@@ -113,7 +111,6 @@ class Corpus:
 
     def example(self, table: str, row: int, check: str) -> dict[str, Any]:
         """Where row ``row`` of GX table ``table`` comes from, for a failure of ``check``."""
-
         if table == "tokens":
             s = int(np.searchsorted(self.offsets, row, "right")) - 1
             return {**self.where(s, row - int(self.offsets[s])), "token": self.tokens[row].as_py(),
@@ -126,7 +123,6 @@ class Corpus:
 
 def read_corpus(dataset, manifest: dict[str, Any]) -> Corpus:
     """The splits' Arrow columns as flat arrays (zero-copy where Arrow allows)."""
-
     ranges, words, tags, n_tok, n_tag, lines = {}, [], [], [], [], []
     for split in SPLITS:
         if split not in dataset:
@@ -188,7 +184,6 @@ def subtoken_counts(tokenizer_spec: str, corpus: Corpus, level: str):
 def tag_facts(corpus: Corpus) -> dict[str, Any]:
     """Per token row: IOB2 validity, entity start and type (conlleval's rule, as
     data.entity_types: a B-X, or an I-X that does not continue an X, starts an entity)."""
-
     names = corpus.names + ["O"]  # the last id stands for "before the first token"
     kinds = sorted({n[2:] for n in names})
     kind = np.array([kinds.index(n[2:]) for n in names], np.int32)
