@@ -1,6 +1,6 @@
-"""The ``nerflow`` command (main), its predict and score commands (predict) and the main job's
+"""The ``nerflow`` command (commands), its predict and score commands (predict) and the main job's
 closing summary (summary)."""
 
-from nerflow.cli.main import main
+from nerflow.cli.commands import main
 
 __all__ = ["main"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from nerflow.cli.main import main
+from nerflow.cli.commands import main
 
 sys.exit(main())

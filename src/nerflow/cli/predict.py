@@ -9,7 +9,6 @@ the tagger gets it in chunks (memory stays flat), and --out is written atomicall
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -45,32 +44,6 @@ class Item:
     spans: list[tuple[int, int]] | None = None
     id: Any = None
     document: int = -1  # CoNLL: its -DOCSTART- document (a model trained with document context reads them together)
-
-
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}")
-    return int(value)
-
-
-def add_parsers(sub) -> None:
-    p = sub.add_parser("predict", help="tag (or classify) a file (text lines, CoNLL or JSON Lines) with a stored model")
-    p.add_argument("input", metavar="INPUT", help="the file to tag")
-    p.add_argument("--model", default="production",
-                   help="a model folder, a registry tag (nerflow-ner:<version>) or production (default)")
-    p.add_argument("--out", help="output file, written atomically (default: stdout)")
-    p.add_argument("--input-format", choices=("auto", "text", "conll", "jsonl"), default="auto",
-                   help="auto: jsonl by suffix (.jsonl/.json/.ndjson), conll when every line ends in a tag, else text")
-    p.add_argument("--output-format", choices=("jsonl", "conll"), default="jsonl")
-    p.add_argument("--batch-size", type=_positive, help="sentences per inference batch (default: evaluate.batch_size)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
-
-    s = sub.add_parser("score", help="score predictions: GOLD PRED (two CoNLL files) or one `token ... gold pred` file")
-    s.add_argument("gold", metavar="GOLD", help="CoNLL file with gold tags in the last column, or `token ... gold pred` when PRED is not given")
-    s.add_argument("pred", metavar="PRED", nargs="?", help="CoNLL file with predicted tags in the last column (same tokens, line by line)")
-    s.add_argument("--scheme", choices=("default", "strict"), default="default",
-                   help="per-type rows for default (conlleval-compatible) or strict (IOB2); both overall rows are shown")
-    s.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
 def run(args, params) -> int:

@@ -80,7 +80,11 @@ def model_path(spec: str | Path, key: str = "model") -> Path:
         return resolve_path(spec)
     repo, revision = parsed
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+    )
 
     try:
         ignore = None
@@ -110,7 +114,11 @@ def load_dataset(hub: str, name: str | None, key: str = "data"):
     except Exception as exc:  # noqa: BLE001  - offline without datasets' cache: try the Hub cache
         first: Exception = exc
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+    )
 
     try:
         folder = snapshot_download(repo, repo_type="dataset", revision=revision, local_files_only=True)

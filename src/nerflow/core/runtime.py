@@ -473,7 +473,10 @@ def _asymmetric_row_scale(p: str, x: str, reduce) -> list:
     zero point's correction ``{p}_correction``: s = (max(hi, 0) - min(lo, 0)) / 255 per row, zero
     point z = -round(lo / s): x ~ s (x_q - z), and y = s w_scale (x_q @ w_q - z colsum(w_q)), the
     correction a product of a row and a column."""
-    from onnx import TensorProto, helper  # deferred: heavy (see the note under the imports)
+    from onnx import (  # deferred: heavy (see the note under the imports)
+        TensorProto,
+        helper,
+    )
 
     return [reduce("ReduceMax", x, f"{p}_hi0"), reduce("ReduceMin", x, f"{p}_lo0"),
             helper.make_node("Max", [f"{p}_hi0", "rowq_0"], [f"{p}_hi"]),
@@ -491,7 +494,10 @@ def _asymmetric_row_scale(p: str, x: str, reduce) -> list:
 
 def _symmetric_row_scale(p: str, x: str, reduce) -> list:
     """Nodes giving each row's scale ``{p}_s`` = max|row| / 127 and zero point 128 (uint8)."""
-    from onnx import TensorProto, helper  # deferred: heavy (see the note under the imports)
+    from onnx import (  # deferred: heavy (see the note under the imports)
+        TensorProto,
+        helper,
+    )
 
     return [helper.make_node("Abs", [x], [f"{p}_abs"]), reduce("ReduceMax", f"{p}_abs", f"{p}_max"),
             helper.make_node("Max", [f"{p}_max", "rowq_eps"], [f"{p}_max1"]),

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nerflow import NerflowError
-from nerflow.core.config import SECTIONS, DataParams, Params, Source, params_from_text, section, source_list
+from nerflow.core.config import (
+    SECTIONS,
+    DataParams,
+    Params,
+    Source,
+    params_from_text,
+    section,
+    source_list,
+)
 from nerflow.core.hub import describe
 from nerflow.core.paths import resolve_path
 from nerflow.steps.data import prepare_data
@@ -73,7 +81,9 @@ def opened(repo: str, revision: str, remote: str | None = None) -> Iterator[Any]
     """The repository at ``revision`` as a DVC file system; ``remote``: a DVC remote URL that
     replaces the repository's default one (a local folder here, s3://... on a cluster)."""
     from dvc.api import DVCFileSystem
-    from dvc.exceptions import DvcException  # an unknown revision, not a repository, ...
+    from dvc.exceptions import (
+        DvcException,  # an unknown revision, not a repository, ...
+    )
 
     kwargs = {"remote_config": {"url": remote}} if remote else {}
     with _clones():

@@ -31,7 +31,7 @@ from nerflow.tasks.registry import TASK_MODULES
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 ROOT = PACKAGE_DIR.parents[1]
-CALLER = "nerflow.cli.main"  # every stage runs through the CLI
+CALLER = "nerflow.cli.commands"  # every stage runs through the CLI
 
 
 @dataclass

@@ -240,7 +240,9 @@ class ClientErrorFilter(logging.Filter):
     says what was wrong; server errors keep their ERROR and traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from bentoml.exceptions import BentoMLException  # deferred: the service's process has it loaded already
+        from bentoml.exceptions import (
+            BentoMLException,  # deferred: the service's process has it loaded already
+        )
 
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, ValidationError):
@@ -267,7 +269,10 @@ def install_client_error_filter() -> None:
 def publish_served_model(tag: str) -> None:
     """``nerflow_model_info{model_tag="..."} 1`` on the service's /metrics: which model answers
     (one series across worker processes)."""
-    from prometheus_client import REGISTRY, Gauge  # deferred: the service's process has it loaded already
+    from prometheus_client import (  # deferred: the service's process has it loaded already
+        REGISTRY,
+        Gauge,
+    )
 
     try:
         gauge = Gauge("nerflow_model_info", "the model this service serves (value 1), by tag", ["model_tag"],

@@ -22,7 +22,13 @@ from typing import Any
 import yaml
 
 from nerflow import NerflowError
-from nerflow.core.config import TOKEN, PackageParams, RegistryParams, TrainParams, section
+from nerflow.core.config import (
+    TOKEN,
+    PackageParams,
+    RegistryParams,
+    TrainParams,
+    section,
+)
 from nerflow.core.files import read_json, write_json
 from nerflow.core.inference import MODEL_INFO
 from nerflow.core.paths import bentoml_home, project_root

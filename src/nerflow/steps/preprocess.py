@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from nerflow.core.config import PreprocessParams, section
-from nerflow.core.dataset import FEATURES_INFO, VOCABULARY, load_dataset_dir, read_manifest
+from nerflow.core.dataset import (
+    FEATURES_INFO,
+    VOCABULARY,
+    load_dataset_dir,
+    read_manifest,
+)
 from nerflow.core.files import atomic_dir, write_json
 from nerflow.core.inference import load_tokenizer
 from nerflow.core.vocab import keep_ids, remap_ids, trimmed_tokenizer

@@ -13,7 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from nerflow.core.config import TEXT, TOKEN, Checks, DataParams, EvaluateParams, PreprocessParams, ValidateParams
+from nerflow.core.config import (
+    TEXT,
+    TOKEN,
+    Checks,
+    DataParams,
+    EvaluateParams,
+    PreprocessParams,
+    ValidateParams,
+)
 
 __all__ = ["TEXT", "TOKEN", "Task", "ValidationTables", "Encoded", "Predictions"]
 

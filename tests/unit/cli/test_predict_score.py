@@ -8,6 +8,7 @@ import pytest
 from conftest import run_cli, write_params
 
 from nerflow import NerflowError
+from nerflow.cli import commands as cli_main
 from nerflow.cli import predict as batch
 from nerflow.tasks.token.predict import split_words
 from nerflow.tasks.token.readers import read_conll
@@ -20,7 +21,7 @@ def nerflow(argv, params=None):
     import sys
 
     parser = argparse.ArgumentParser(prog="nerflow")
-    batch.add_parsers(parser.add_subparsers(dest="step", required=True))
+    cli_main._add_predict_parsers(parser.add_subparsers(dest="step", required=True))
     try:
         return batch.run(parser.parse_args([str(a) for a in argv]), params)
     except NerflowError as exc:
@@ -340,7 +341,7 @@ def test_cli_predict_with_the_production_model_then_score(library_run, trained, 
     r = run_cli(["predict", str(gold), "--output-format", "conll", "--out", str(out)], pfile)
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr  # no progress bar: stderr is no TTY
     capsys.readouterr()
-    assert nerflow(["score", gold, out, "--json"]) == 0  # (score through the CLI: same add_parsers/run)
+    assert nerflow(["score", gold, out, "--json"]) == 0  # (score through the CLI: same parsers and run)
     assert json.loads(capsys.readouterr().out)["f1"] == pytest.approx(json.loads(trained["metrics"].read_text())["f1"], abs=1e-9)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "EU rejects German call"}\n{"txt": "oops"}\n')

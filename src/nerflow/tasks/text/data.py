@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 
-from nerflow.core.dataset import SPLITS, content_hash, read_corpus, renamed, rows, write_dataset
+from nerflow.core.dataset import (
+    SPLITS,
+    content_hash,
+    read_corpus,
+    renamed,
+    rows,
+    write_dataset,
+)
 from nerflow.tasks.base import TEXT
 from nerflow.tasks.text.readers import read_text_source
 
@@ -31,7 +38,14 @@ def label_order(labels) -> list[str]:
 
 def prepare_text_data(p, out_dir, origin=None, source_names=None) -> dict:
     """prepare_data for text classification (the canonical text dataset, see the module doc)."""
-    from datasets import Dataset, DatasetDict, DatasetInfo, Features, Value, disable_progress_bars
+    from datasets import (
+        Dataset,
+        DatasetDict,
+        DatasetInfo,
+        Features,
+        Value,
+        disable_progress_bars,
+    )
 
     disable_progress_bars()
     tables, sources, paths, layout = read_corpus(p, read=read_text_source)

@@ -20,7 +20,11 @@ def scores(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> d
     matrix over ``labels`` (in that order; gold labels the model does not know are added).
     ``f1``/``precision``/``recall``: of the positive class (the second label) for two
     classes, the macro average for more."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
 
     labels = list(labels) + sorted(set(gold) - set(labels))
     p, r, f, n = precision_recall_fscore_support(gold, pred, labels=labels, average=None, zero_division=0)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from nerflow.core.config import Checks, DataParams, EvaluateParams, PreprocessParams, ValidateParams
+from nerflow.core.config import (
+    Checks,
+    DataParams,
+    EvaluateParams,
+    PreprocessParams,
+    ValidateParams,
+)
 from nerflow.tasks.base import TEXT, Encoded, Predictions, ValidationTables
 from nerflow.tasks.text import data, encode, evaluate, metrics, validate
 from nerflow.tasks.text.classify import TextClassifier
@@ -34,7 +40,9 @@ class TextClassification:
         return encode.encode_dataset(params, dataset, manifest, tokenizer)
 
     def collator(self, tokenizer: Any):
-        from transformers import DataCollatorWithPadding  # deferred: heavy (CLI start-up)
+        from transformers import (
+            DataCollatorWithPadding,  # deferred: heavy (CLI start-up)
+        )
 
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
 

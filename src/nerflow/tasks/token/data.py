@@ -25,9 +25,23 @@ import pyarrow.compute as pc
 
 from nerflow import NerflowError
 from nerflow.core.config import DataParams, Source
-from nerflow.core.dataset import BATCH, content_hash, open_source, pick_split, renamed, rows, write_dataset
+from nerflow.core.dataset import (
+    BATCH,
+    content_hash,
+    open_source,
+    pick_split,
+    renamed,
+    rows,
+    write_dataset,
+)
 from nerflow.core.dataset import read_corpus as read_sources
-from nerflow.tasks.token.readers import Sentence, detect_format, hf_splits, iter_split, read_hf_dataset
+from nerflow.tasks.token.readers import (
+    Sentence,
+    detect_format,
+    hf_splits,
+    iter_split,
+    read_hf_dataset,
+)
 
 # Heavy libraries (datasets) are imported inside the functions that use them, on purpose:
 # the CLI starts without them and a step loads only what it runs.
@@ -114,7 +128,16 @@ def _canonical(table: pa.Table, labels: list[str], features) -> pa.Table:
 def prepare_token_data(p: DataParams, out_dir: str | Path, origin: dict[str, Any] | None = None,
                        source_names: dict[str, str] | None = None) -> dict[str, Any]:
     """prepare_data for token classification: IOB2 tags as ClassLabel ids."""
-    from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Sequence, Value, disable_progress_bars
+    from datasets import (
+        ClassLabel,
+        Dataset,
+        DatasetDict,
+        DatasetInfo,
+        Features,
+        Sequence,
+        Value,
+        disable_progress_bars,
+    )
 
     disable_progress_bars()
     tables, sources, paths, layout = read_corpus(p)

