@@ -45,6 +45,7 @@ try:
 except ImportError:  # inside a Bento: the library travels as src/nerflow
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from nerflow.core.inference import read_model_info  # noqa: E402
 from nerflow.core.runtime import OnnxModel  # noqa: E402
 from nerflow.release.guard import RequestGuard, api_token, max_request_bytes  # noqa: E402
 from nerflow.release.patches import (  # noqa: E402
@@ -56,8 +57,8 @@ from nerflow.release.patches import (  # noqa: E402
     publish_served_model,
 )
 from nerflow.tasks.base import TEXT, TOKEN  # noqa: E402
-from nerflow.tasks.registry import task_of  # noqa: E402
-from nerflow.tasks.token.predict import entities_from_tags, tag_texts  # noqa: E402
+from nerflow.tasks.text.classify import TextClassifier  # noqa: E402
+from nerflow.tasks.token.predict import WordTagger, entities_from_tags, tag_texts  # noqa: E402
 
 MAX_ITEMS = int(os.environ.get("NERFLOW_MAX_ITEMS", "32"))  # texts or sentences in one request
 MAX_TEXT_CHARS = int(os.environ.get("NERFLOW_MAX_TEXT_CHARS", "20000"))  # characters in one text
@@ -183,9 +184,10 @@ class ModelService:
         import torch
 
         torch.set_num_threads(int(os.environ.get("NERFLOW_TORCH_THREADS") or max(1, (os.cpu_count() or 1) // WORKERS)))
-        task = task_of(self.model_ref.path)
-        self.task = task.name
-        self.model = task.predictor(self.model_ref.path)  # WordTagger (NER) or TextClassifier
+        # the predictor of the model's task (its nerflow.json says which), not the task's whole package:
+        # a worker loads what serving needs and nothing of training, validation or evaluation
+        self.task = read_model_info(self.model_ref.path).get("task", TOKEN)
+        self.model = (TextClassifier if self.task == TEXT else WordTagger)(self.model_ref.path)
         stored = getattr(self.model_ref, "stored", self.model_ref)  # resolved to the stored Model in a worker
         publish_served_model(str(stored.tag))
         meta = stored.info.metadata

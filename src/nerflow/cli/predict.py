@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from nerflow import NerflowError
 from nerflow.core.files import atomic_file
-from nerflow.core.inference import MODEL_INFO
+from nerflow.core.inference import read_model_info
 from nerflow.steps.package import registry_for
 from nerflow.tasks.base import TEXT
 from nerflow.tasks.registry import task_of
@@ -174,10 +174,10 @@ def predict_file(input_path, model: str, registry_params=None, out=None, input_f
     """Tag ``input_path`` with ``model``; write to ``out`` (atomically) or stdout. Returns the
     number of records written."""
     model_dir, _ = resolve_model(model, registry_params)
-    if task_of(model_dir).name == TEXT:
+    info = read_model_info(model_dir)
+    if task_of(info).name == TEXT:
         return classify_file(input_path, model_dir, out, input_format, output_format, batch_size, precision, progress)
-    info_path = model_dir / MODEL_INFO
-    char_level = info_path.is_file() and json.loads(info_path.read_text()).get("level") == "char"
+    char_level = info.get("level") == "char"
     items = read_input(input_path, input_format, char_level)
     _check(input_path, items, char_level, output_format == "conll")
     if not progress:

@@ -1,6 +1,6 @@
 """What running a trained model needs, whatever its task: its ``nerflow.json`` (``MODEL_INFO``),
-its tokenizer, the model itself on the chosen device and runtime (``load_model``), and the
-batching that keeps padding low (``plan_batches``, ``pack_documents``).
+its tokenizer, and the model itself on the chosen device and runtime (``load_model``). The
+batching that keeps padding low is nerflow.core.batching.
 
 transformers and torch are imported inside the functions that use them: a process that never
 runs a model (the CLI's help, the data and validate steps) starts without them.
