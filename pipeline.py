@@ -191,6 +191,22 @@ def _docker_runner(mounts: dict[str, tuple[str, bool]], owned: list[Path], image
                                       for target, (source, ro) in mounts.items()])
 
 
+def _absent_remote(repo: str, revision: str, params, remote: str) -> str:
+    """A local DVC remote folder that does not exist (a fresh clone: nothing pushed yet) is left
+    out when the corpus is not read from it (''); a corpus DVC tracks needs it: one clear error."""
+    from nerflow import NerflowError
+    from nerflow.orchestration.versioned import dvc_tracked, opened
+
+    with opened(repo, revision) as fs:
+        tracked = dvc_tracked(params.data, fs)
+    if tracked:
+        raise NerflowError(f"the DVC remote {remote} does not exist, and DVC tracks the corpus "
+                           f"({', '.join(tracked)}): `dvc push` it there first, or name another remote with --dvc-remote")
+    print(f"note: the DVC remote {remote} does not exist yet; not mounted: this corpus is not read from it",
+          file=sys.stderr)
+    return ""
+
+
 def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: str = "params.yaml",
                 pipeline_root: str | Path = "kfp-runs", caching: bool = True, containers: bool = False,
                 dvc_remote: str | None = None, registry: str | Path | None = None, mounts: tuple = ()) -> dict:
@@ -223,6 +239,9 @@ def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: st
     arguments = {"repo": str(repo_path or repo), "revision": revision, "params_file": params_file,
                  "dvc_remote": dvc_remote}
     resources = params.train.resources.to_dict()
+    if containers and dvc_remote and "://" not in dvc_remote and not Path(dvc_remote).exists():
+        dvc_remote = _absent_remote(str(repo), revision, params, dvc_remote)
+        arguments["dvc_remote"] = dvc_remote
     if containers:
         binds = {REGISTRY_MOUNT: (str(registry), False)}
         if repo_path is not None:

@@ -126,8 +126,11 @@ Sentence = Annotated[list[Token], Field(min_length=1, max_length=MAX_TOKENS)]
 class Entity(BaseModel):
     type: str
     text: str
-    start: int = Field(description="character offset of the first character (words: index of the first token)")
-    end: int = Field(description="character offset after the last character (words: index after the last token)")
+    start: int = Field(description="offset of the first character in Unicode code points, as Python's text[start:end] "
+                                   "counts (not UTF-16 units as JavaScript strings count: an emoji is 1); /tag_tokens: "
+                                   "index of the first token")
+    end: int = Field(description="offset after the last character in Unicode code points; /tag_tokens: index after "
+                                 "the last token")
     score: float = Field(description="mean probability of the entity's tags")
 
 
@@ -244,7 +247,7 @@ class ModelService:
     # 16 clients); the batch is cut as soon as the model is free anyway.
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=60_000)
     def extract(self, texts: Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]) -> Annotated[list[list[Entity]], JSON]:
-        """NER: entities in each text: type, surface text, character start/end (into that text), score."""
+        """NER: entities in each text: type, surface text, start/end (Unicode code points into that text), score."""
         self._require(TOKEN)
         return [[Entity(**{k: e[k] for k in Entity.model_fields}) for e in ents] for ents in tag_texts(self.model, texts)]
 

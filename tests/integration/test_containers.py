@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from conftest import ROOT, bentoml_server, free_port, run_cli, wait_ready, write_params
-from test_dvc_kfp import check_gated_run, commit, kfp_run, versioned_repo
+from test_dvc_kfp import check_gated_run, commit, kfp_run, sh, versioned_repo
 
 BENTO_BASE = "nerflow-bento-base:bookworm"  # make bento-base
 EVERYTHING = {"source-op", "data-op", "validate-op", "preprocess-op", "train-op", "evaluate-op", "register-op", "gate-op"}
@@ -167,6 +168,46 @@ def test_pipeline_in_containers_both_gate_branches_then_the_bento_serves_from_th
     assert f"(corpus/train.txt@{bad[:12]}:" in r.stdout + r.stderr and "valid IOB2" in r.stdout + r.stderr
     assert {p.name for p in runs[-1].iterdir()} == {"source-op", "data-op", "validate-op"}  # a new data version read
     assert json.loads((runs[-1] / "data-op" / "dataset" / "manifest.json").read_text())["origin"]["commit"] == bad
+
+
+def test_run_in_containers_from_a_fresh_clone_that_has_no_dvc_remote_folder_yet(params, tmp_path):
+    """The README's order on a fresh clone: `pipeline.py run --containers` with the checkout's
+    default DVC remote (../dvc-storage) not created yet. The default corpus comes from a package in
+    the image, so the remote is left out (said in one line) and every task runs; a corpus DVC
+    tracks needs the remote: one clear line, no traceback, no task started."""
+    image = image_or_skip()
+    clone = tmp_path / "nerflow"
+    sh(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path)
+    remote = tmp_path / "dvc-storage"
+    assert "url = ../dvc-storage" in (clone / ".dvc" / "config").read_text() and not remote.exists()
+    model = params["train"]["model"]
+    subprocess.run(["chmod", "-R", "a+rX", model], check=True)
+    default = yaml.safe_load((clone / "params.yaml").read_text())
+    assert default["data"]["train"].startswith("pkg:")
+    params["data"] = dict(default["data"], max_sentences=240)  # the default corpus, a slice of it
+    params["registry"]["bentoml_home"] = ".bentoml"
+    write_params(params, clone / "params.yaml")
+    sh("git -c user.email=t@t -c user.name=t commit -qam 'my params'", clone)
+    r, runs = kfp_run(clone, tmp_path / "kfp", "--containers", "--mount", model)
+    assert f"note: the DVC remote {remote} does not exist yet; not mounted" in r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["promoted"] is True
+    assert {p.name for p in runs[-1].iterdir()} == EVERYTHING | {"package-op"}
+    assert r.stdout.count(f"Found image '{image}'") == len(EVERYTHING) + 1
+    assert not remote.exists()
+    manifest = json.loads((runs[-1] / "data-op" / "dataset" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["sentences"] == 240
+
+    (clone / "corpus").mkdir()  # now a corpus DVC tracks, never pushed
+    (clone / "corpus" / "train.txt").write_text("EU B-ORG\nrejects O\n\n")
+    params["data"] = {"train": "corpus/train.txt"}
+    write_params(params, clone / "params.yaml")
+    sh("dvc add -q corpus && git add -A && git -c user.email=t@t -c user.name=t commit -qm 'a DVC corpus'", clone)
+    r, _ = kfp_run(clone, tmp_path / "kfp2", "--containers", "--mount", model, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"pipeline: error: the DVC remote {remote} does not exist, and DVC tracks the corpus (corpus/train.txt): "
+        "`dvc push` it there first, or name another remote with --dvc-remote")
+    assert not (tmp_path / "kfp2").exists() or not any((tmp_path / "kfp2").iterdir())
 
 
 def test_make_test_reports_the_free_disk_first_and_warns_below_what_the_tests_need(tmp_path):

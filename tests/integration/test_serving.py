@@ -229,6 +229,25 @@ def test_page_highlights_entities_in_headless_chromium(server, browser, tmp_path
     assert len(rows) == len(SPANS) and rows[0].text.split()[:4] == ["PER", "Angela", "0", "6"]
     assert "7 entities" in browser.find_element(By.ID, "status").text
     browser.save_screenshot(str(tmp_path / "page.png"))
+    # emoji (two UTF-16 units each), a skin-tone modifier, a flag and combining marks before and inside
+    # entities: the service's offsets count code points and the page highlights exactly its entities
+    emoji = "😀😀 Angela Merkel met 👍🏽 Emmanuel Macron in 🇫🇷 Paris. Zoe\u0308 Bjo\u0308rk sang 👩\u200d💻 Ca\u0301diz ✓"
+    served = requests.post(f"{server['url']}/extract", json={"texts": [emoji]}, timeout=30).json()[0]
+    assert all(emoji[e["start"]:e["end"]] == e["text"] for e in served)
+    words = [e["text"] for e in served]
+    assert {"Angela", "Merkel", "Emmanuel", "Paris", "Zoe\u0308", "Bjo\u0308rk", "Ca\u0301diz"} <= set(words), words
+    browser.execute_script("document.getElementById('text').value = arguments[0]", emoji)  # send_keys: BMP only
+    browser.find_element(By.ID, "run").click()
+    wait.until(lambda d: f"{len(served)} entities" in d.find_element(By.ID, "status").text)
+    marks = browser.find_elements(By.CSS_SELECTOR, "#result mark")
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#result mark')].map(m => m.firstChild.textContent)")
+    assert shown == words, (shown, words)
+    assert browser.execute_script("return document.getElementById('result').firstChild.textContent") == "😀😀 "
+    text = browser.execute_script("return [...document.getElementById('result').childNodes].map("
+                                  "n => n.nodeType === 3 ? n.textContent : n.firstChild.textContent).join('')")
+    assert text == emoji  # every character shown once, in order
+    browser.save_screenshot(str(tmp_path / "emoji.png"))
     # a text over the limit: the service's 400 message is shown, nothing highlighted anew
     browser.execute_script("document.getElementById('text').value = 'x'.repeat(20001)")
     browser.find_element(By.ID, "run").click()

@@ -119,13 +119,16 @@ def _add_predict_parsers(sub) -> None:
                    help="auto: jsonl by suffix (.jsonl/.json/.ndjson), conll when every line ends in a tag, else text")
     p.add_argument("--output-format", choices=("jsonl", "conll"), default="jsonl")
     p.add_argument("--batch-size", type=_positive, help="sentences per inference batch (default: evaluate.batch_size)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
+    p.add_argument("--no-progress", action="store_true", help="no progress (a bar on a terminal, else a line every NERFLOW_PROGRESS_SECONDS, 30 s)")
 
     s = sub.add_parser("score", help="score predictions: GOLD PRED (two CoNLL files) or one `token ... gold pred` file")
     s.add_argument("gold", metavar="GOLD", help="CoNLL file with gold tags in the last column, or `token ... gold pred` when PRED is not given")
     s.add_argument("pred", metavar="PRED", nargs="?", help="CoNLL file with predicted tags in the last column (same tokens, line by line)")
     s.add_argument("--scheme", choices=("default", "strict"), default="default",
                    help="per-type rows for default (conlleval-compatible) or strict (IOB2); both overall rows are shown")
+    s.add_argument("--line-by-line", action="store_true",
+                   help="pair token lines in order as conlleval.pl does, when the files' tokens differ (a system that "
+                        "normalised tokens): the number of differing lines is reported")
     s.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 

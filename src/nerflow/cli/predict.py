@@ -21,6 +21,8 @@ from typing import Any, Iterator
 from nerflow import NerflowError
 from nerflow.core.files import atomic_file
 from nerflow.core.inference import read_model_info
+from nerflow.core.progress import on_terminal
+from nerflow.core.progress import progress as progress_of
 from nerflow.steps.package import registry_for
 from nerflow.tasks.base import TEXT
 from nerflow.tasks.registry import task_of
@@ -29,7 +31,7 @@ from nerflow.tasks.token.metrics import all_scores
 from nerflow.tasks.token.predict import WordTagger, entities_from_tags, split_words
 from nerflow.tasks.token.readers import read_conll, text_lines
 
-# Heavy libraries (tqdm, transformers) are imported inside the functions that use them, on purpose:
+# Heavy libraries (transformers) are imported inside the functions that use them, on purpose:
 # the CLI starts without them and a step loads only what it runs.
 
 CHUNK = 256  # sentences handed to the tagger at a time
@@ -49,14 +51,14 @@ class Item:
 def run(args, params) -> int:
     """Run `predict` or `score` (``args.step``); ``params``: the validated nerflow.core.config.Params."""
     if args.step == "score":
-        result = score_files(args.gold, args.pred, args.scheme)
+        result = score_files(args.gold, args.pred, args.scheme, args.line_by_line)
         print(json.dumps(result, indent=2) if args.json else format_scores(result))
         return 0
     if args.step == "predict":
         try:
             predict_file(args.input, args.model, params.registry, args.out, args.input_format, args.output_format,
                          args.batch_size or params.evaluate.batch_size, params.evaluate.precision,
-                         progress=not args.no_progress and sys.stderr.isatty())
+                         progress=not args.no_progress)
         except BrokenPipeError:  # `nerflow predict FILE | head`: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -140,9 +142,7 @@ def _check(path, items: list[Item], char_level: bool, conll_out: bool) -> None:
 
 def tag_items(tagger, items: list[Item], progress: bool = False) -> Iterator[tuple[Item, list[str], list[float]]]:
     """(item, tags, probabilities) for each item, in order, tagging CHUNK items at a time."""
-    from tqdm import tqdm
-
-    with tqdm(total=len(items), unit="sent", file=sys.stderr, disable=not progress) as bar:
+    with progress_of(len(items), "predict", "sentences", progress) as bar:
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             todo = [k for k, item in enumerate(chunk) if item.tokens]
@@ -180,10 +180,10 @@ def predict_file(input_path, model: str, registry_params=None, out=None, input_f
     char_level = info.get("level") == "char"
     items = read_input(input_path, input_format, char_level)
     _check(input_path, items, char_level, output_format == "conll")
-    if not progress:
+    if not (progress and on_terminal()):
         from transformers.utils.logging import disable_progress_bar
 
-        disable_progress_bar()  # its "Loading weights" bar
+        disable_progress_bar()  # its "Loading weights" bar: a bar for a terminal only
     tagger = WordTagger(model_dir, precision=precision, batch_size=batch_size)
 
     with (atomic_file(out) if out else contextlib.nullcontext(sys.stdout)) as fh:
@@ -200,8 +200,6 @@ def classify_file(input_path, model_dir: Path, out=None, input_format: str = "au
     """predict with a text-classification model: a label, its score and every class's
     probability per text line or JSONL {"text": ...} record (``truncated``: cut to head and
     tail as in training)."""
-    from tqdm import tqdm
-
     if output_format == "conll" or input_format == "conll":
         raise NerflowError(f"{model_dir}: a text-classification model reads text lines or JSON Lines and writes JSON Lines")
     items = read_input(input_path, input_format if input_format != "auto" or str(input_path).endswith(
@@ -209,13 +207,13 @@ def classify_file(input_path, model_dir: Path, out=None, input_format: str = "au
     if any(item.text is None for item in items):
         bad = next(item for item in items if item.text is None)
         raise NerflowError(f"{input_path}:{bad.line}: a text-classification model needs {{\"text\": \"...\"}} records")
-    if not progress:
+    if not (progress and on_terminal()):
         from transformers.utils.logging import disable_progress_bar
 
         disable_progress_bar()
     classifier = TextClassifier(model_dir, precision=precision, batch_size=batch_size)
     with (atomic_file(out) if out else contextlib.nullcontext(sys.stdout)) as fh, \
-            tqdm(total=len(items), unit="text", file=sys.stderr, disable=not progress) as bar:
+            progress_of(len(items), "predict", "texts", progress) as bar:
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             for item, result in zip(chunk, classifier.predict([item.text for item in chunk])):
@@ -232,10 +230,14 @@ def _token_lines(sentences) -> list[tuple[int, str]]:
     return [(s.line + i, t) for s in sentences for i, t in enumerate(s.tokens)]
 
 
-def score_files(gold_path, pred_path=None, scheme: str = "default") -> dict[str, Any]:
+def score_files(gold_path, pred_path=None, scheme: str = "default", line_by_line: bool = False) -> dict[str, Any]:
     """Scores of GOLD and PRED (tags in each file's last column), or of one `token ... gold
     pred` file (conlleval's input): as metrics.json, ``scheme``'s scores at the top and both
-    seqeval modes under ``schemes``. Token and sentence mismatches are errors."""
+    seqeval modes under ``schemes``. A token that differs between the files is an error, unless
+    ``line_by_line``: then token lines are paired in order as conlleval.pl pairs them (a system
+    that normalised `gt` to `get`) and the differing lines are counted. Different numbers of
+    token lines or sentence breaks are errors either way."""
+    differing: list[tuple[int, str, int, str]] = []
     if pred_path is None:
         gold = read_conll(gold_path, {"tag_column": -2})
         if all(s.tags == s.tokens for s in gold):  # two columns: "gold" was the token itself
@@ -244,9 +246,11 @@ def score_files(gold_path, pred_path=None, scheme: str = "default") -> dict[str,
     else:
         gold, pred = read_conll(gold_path), read_conll(pred_path)
         g, p = _token_lines(gold), _token_lines(pred)
-        for (gl, gt), (pl, pt) in zip(g, p):
-            if gt != pt:
-                raise NerflowError(f"{gold_path}:{gl}: token {gt!r} but {pred_path}:{pl}: token {pt!r} (the files must hold the same tokens)")
+        differing = [(gl, gt, pl, pt) for (gl, gt), (pl, pt) in zip(g, p) if gt != pt]
+        if differing and not line_by_line:
+            gl, gt, pl, pt = differing[0]
+            raise NerflowError(f"{gold_path}:{gl}: token {gt!r} but {pred_path}:{pl}: token {pt!r} (the files must hold the "
+                               f"same tokens; --line-by-line pairs token lines in order as conlleval.pl does)")
         if len(g) != len(p):
             longer, lines, n = (gold_path, g, len(p)) if len(g) > len(p) else (pred_path, p, len(g))
             raise NerflowError(f"{gold_path} has {len(g)} tokens, {pred_path} {len(p)}: {longer}:{lines[n][0]}: token {lines[n][1]!r} has no counterpart")
@@ -255,8 +259,14 @@ def score_files(gold_path, pred_path=None, scheme: str = "default") -> dict[str,
                 raise NerflowError(f"{gold_path}:{gs.line}: sentence of {len(gs.tokens)} tokens but {pred_path}:{ps.line}: "
                                    f"{len(ps.tokens)} (sentence breaks differ)")
     scores = all_scores([s.tags for s in gold], [s.tags for s in pred])
-    return {"gold": str(gold_path), "pred": str(pred_path or gold_path), "sentences": len(gold),
-            "tokens": sum(len(s.tokens) for s in gold), **scores[scheme], "schemes": scores}
+    result = {"gold": str(gold_path), "pred": str(pred_path or gold_path), "sentences": len(gold),
+              "tokens": sum(len(s.tokens) for s in gold), **scores[scheme], "schemes": scores}
+    if line_by_line:
+        result["differing_tokens"] = len(differing)
+        result["first_differing"] = ({"gold": f"{gold_path}:{differing[0][0]}", "gold_token": differing[0][1],
+                                      "pred": f"{pred_path}:{differing[0][2]}", "pred_token": differing[0][3]}
+                                     if differing else None)
+    return result
 
 
 def format_scores(result: dict[str, Any]) -> str:
@@ -264,6 +274,11 @@ def format_scores(result: dict[str, Any]) -> str:
     lines = [f"gold {result['gold']}, predictions {result['pred']}: {result['sentences']} sentences, "
              f"{result['tokens']} tokens, {result['support']} gold entities",
              f"{'scheme':<20} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>8}"]
+    if "differing_tokens" in result:
+        first = result["first_differing"]
+        lines.insert(1, f"scored line by line: {result['differing_tokens']} of {result['tokens']} token lines differ"
+                        + (f" (first: {first['gold']} {first['gold_token']!r}, {first['pred']} {first['pred_token']!r})"
+                           if first else ""))
     for name, label in (("default", "default (conlleval)"), ("strict", "strict (IOB2)")):
         s = scores[name]
         lines.append(f"{label:<20} {s['precision']:>9.4f} {s['recall']:>9.4f} {s['f1']:>9.4f} {s['support']:>8}")

@@ -268,6 +268,14 @@ class Leakage(FlaggedShareWithError):
     max_fraction: float = Field(0.10, ge=0, le=1, description="share of dev/test sentences in train above which the check fails")
 
 
+class ControlCharacters(FlaggedShareWithError):
+    max_fraction: float = Field(0.0, ge=0, le=1, description=(
+        "share of tokens holding such a character above which the check fails (0: any token is reported)"))
+    error_fraction: float = Field(0.001, ge=0, le=1, description=(
+        "share of tokens holding such a character above which the run stops, whatever the severity (a corpus "
+        "of mojibake; WNUT-17's dev file has 4 zero-width spaces in 15,733 tokens: 0.03%)"))
+
+
 class MinEntities(WarningCheck):
     min_count: int = Field(10, ge=0, description="fewest train entities of every type")
 
@@ -298,7 +306,7 @@ class Checks(Section):
     lengths_match: Check = Field(default_factory=Check, description="as many tags as tokens")
     sentence_length: SentenceLength = Field(default_factory=SentenceLength, description="1 to max_tokens tokens")
     empty_token: Check = Field(default_factory=Check, description="no empty token")
-    control_characters: Check = Field(default_factory=Check, description=(
+    control_characters: ControlCharacters = Field(default_factory=ControlCharacters, description=(
         "no whitespace, control (C0/C1), format or other non-printing character inside a token"))
     tag_format: Check = Field(default_factory=Check, description="every tag is O, B-<type> or I-<type>")
     iob2: Check = Field(default_factory=Check, description="valid IOB2: an I-X follows B-X or I-X")
@@ -406,8 +414,8 @@ class TrainParams(Section):
         "keep at most the encoder's bottom N transformer layers (fewer FLOPs: training and serving cost about "
         "N/L of the whole encoder's; an encoder with N or fewer keeps all; null: every layer). 6: the default "
         "encoder's bottom half; on CoNLL-2003 test F1 0.8850 against 0.8907 with all 12 (per-batch int8, one seed; "
-        "0.8874 with today's all-int8 export, fp32's F1), "
-        "trained 1.8x as fast (bench/benchmark.py --variant layers=null at 7aa2dfa; README, Benchmark); set null for an "
+        "0.8874 with the all-int8 export, fp32's F1), "
+        "trained 1.8x as fast (bench/benchmark.py --variant layers=null; bench/RESULTS.md); set null for an "
         "encoder whose depth you need"))
     freeze_embeddings: bool = Field(False, description="keep the (large) embedding matrix fixed")
     freeze_layers: int = Field(0, ge=0, description=(
@@ -442,7 +450,8 @@ class TrainParams(Section):
     resume: bool = Field(True, description="a killed run resumes from its last checkpoint when rerun with the same params")
     logging_steps: int = Field(50, ge=1, description="training loss logged (and plotted) every N steps",
                                json_schema_extra=NOT_OUTCOME)
-    progress: bool = Field(True, description="show the Trainer's progress bar", json_schema_extra=NOT_OUTCOME)
+    progress: bool = Field(True, description=(
+        "show training progress: a bar on a terminal, else a plain line every NERFLOW_PROGRESS_SECONDS (30 s)"), json_schema_extra=NOT_OUTCOME)
     resources: Resources = Field(default_factory=Resources, description="KFP train task requests",
                                  json_schema_extra=NOT_OUTCOME)
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from nerflow.core.config import Checks
 from nerflow.core.files import read_json
+from nerflow.core.progress import progress
 
 # Heavy libraries (GX) are imported inside the functions that use them, on purpose:
 # the CLI starts without them and a step loads only what it runs.
@@ -47,11 +48,14 @@ def locate(ranges: dict[str, range], sources: dict[str, list[tuple[int, str, str
     return split, index, f"{file} record {first}" if unit == "records" else f"{file}:{first}"
 
 
-def token_lengths(tokenizer, items: list, **kwargs) -> list[int]:
+def token_lengths(tokenizer, items: list, what: str = "texts", **kwargs) -> list[int]:
+    """Sub-tokens of each item (a text or a list of words), 8192 at a time, with progress."""
     out: list[int] = []
-    for i in range(0, len(items), 8192):
-        enc = tokenizer(items[i:i + 8192], return_attention_mask=False, return_token_type_ids=False, **kwargs)
-        out.extend(map(len, enc["input_ids"]))
+    with progress(len(items), "validate: sub-tokens", what) as bar:
+        for i in range(0, len(items), 8192):
+            enc = tokenizer(items[i:i + 8192], return_attention_mask=False, return_token_type_ids=False, **kwargs)
+            out.extend(map(len, enc["input_ids"]))
+            bar.update(len(enc["input_ids"]))
     return out
 
 
@@ -105,9 +109,11 @@ def run_gx(tables: dict[str, Any], checks: dict[str, list]) -> list[dict[str, An
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("nerflow")
     results = []
+    bar = progress(sum(len(v) for v in checks.values()), "validate: GX", "expectations")
     for name, expectation_list in checks.items():
         frame = tables[name]
         if frame.empty:
+            bar.update(len(expectation_list))
             continue
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(gx.ExpectationSuite(name=f"{SUITE_PREFIX}{name}"))
@@ -121,6 +127,8 @@ def run_gx(tables: dict[str, Any], checks: dict[str, list]) -> list[dict[str, An
                                "return_unexpected_index_query": False},
             )
         results.append(result.to_json_dict())
+        bar.update(len(expectation_list))
+    bar.close()
     return results
 
 

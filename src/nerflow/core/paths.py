@@ -13,6 +13,7 @@ from typing import Any
 
 from nerflow import NerflowError
 from nerflow.core.config import Params, RegistryParams, load_params, section
+from nerflow.core.progress import quiet_library_bars
 
 __all__ = ["load_params", "resolve_path", "project_root", "bentoml_home", "configure"]
 
@@ -71,5 +72,6 @@ def configure(registry: RegistryParams | dict[str, Any] | Params | None = None) 
     reads local folders only, and a Hub id downloads, or offline resolves from the cache."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    quiet_library_bars()  # a log gets nerflow's progress lines, not the libraries' bars
     if registry is not None:
         os.environ["BENTOML_HOME"] = bentoml_home(registry.registry if isinstance(registry, Params) else registry)

@@ -183,6 +183,14 @@ def _hash_in_repo(fs, spec: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def dvc_tracked(params: DataParams | dict[str, Any], fs) -> list[str]:
+    """The corpus sources the data section names that DVC tracks at the file system's revision:
+    those a run reads from the DVC remote (git-tracked, ``pkg:``, absolute and Hub sources do not)."""
+    p = section(DataParams, params)
+    return [src.path for _, _, src in _sources(p)
+            if not src.hub and _versioned(src.path) and fs.exists(src.path) and fs.info(src.path).get("md5")]
+
+
 def data_version(params: DataParams | dict[str, Any], fs) -> dict[str, Any]:
     """The data params and a version of each source they name (read from DVC's records, not
     downloaded), and their hash: equal versions mean equal data."""

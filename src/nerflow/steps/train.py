@@ -31,6 +31,7 @@ from nerflow.core.device import resolve_precision
 from nerflow.core.files import atomic_dir, read_json, write_json
 from nerflow.core.hub import model_path as local_model
 from nerflow.core.inference import MODEL_INFO
+from nerflow.core.progress import Lines, on_terminal, quiet_library_bars
 from nerflow.core.runtime import export as runtime_export
 from nerflow.core.vocab import trim_embeddings
 from nerflow.tasks.registry import task_of
@@ -151,6 +152,7 @@ def train(params: TrainParams | dict[str, Any], features_dir: str | Path, model_
 
     params = section(TrainParams, params)
     disable_progress_bars()
+    quiet_library_bars()
     transformers.logging.set_verbosity_error()
     info, features, tokenizer, model_path, kept = _read_features(params, Path(features_dir))
     task = task_of(info)
@@ -281,17 +283,18 @@ def _arguments(params: TrainParams, work_dir: Path, device: str, precision: str,
         dataloader_pin_memory=device == "cuda",
         ddp_find_unused_parameters=False,  # under torchrun: every parameter gets a gradient
         report_to="none",
-        disable_tqdm=not params.progress,
+        disable_tqdm=not (params.progress and on_terminal()),  # elsewhere: plain lines (_ProgressLines)
     )
 
 
 def _trainer(task, params: TrainParams, model, loading, args, info, features, tokenizer, eval_each_epoch: bool):
     from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import PrinterCallback
 
     patience = params.early_stopping_patience
     optimizer = _optimizer(model, params.learning_rate, params.head_learning_rate or params.learning_rate,
                            params.weight_decay, params.optimizer, set(loading.get("missing_keys") or ()))
-    return _sequential_eval_trainer()(
+    trainer = _sequential_eval_trainer()(
         model=model,
         args=args,
         train_dataset=features["train"],
@@ -303,6 +306,47 @@ def _trainer(task, params: TrainParams, model, loading, args, info, features, to
         optimizers=(optimizer, None),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience and eval_each_epoch else None,
     )
+    if args.disable_tqdm:  # no bar: no log dict printed per logging step either, but plain progress lines
+        trainer.remove_callback(PrinterCallback)
+        if params.progress:
+            trainer.add_callback(_progress_lines())
+    return trainer
+
+
+def _progress_lines():
+    """A Trainer callback writing training progress as nerflow.core.progress lines (steps,
+    rate, time left, the latest loss and dev F1): the bar's information for a log file."""
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):
+        lines: Lines | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.lines = Lines(state.max_steps, "train", "steps")
+                self.lines.n = state.global_step  # resumed: counted from the checkpoint's step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.lines is not None:
+                self.lines.set_postfix(epoch=round(state.epoch or 0.0, 2), **self.figures(state))
+                self.lines.update(state.global_step - self.lines.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.lines is not None:
+                self.lines.set_postfix(epoch=round(state.epoch or 0.0, 2), **self.figures(state))
+                self.lines.close()
+
+        @staticmethod
+        def figures(state) -> dict[str, float]:
+            out: dict[str, float] = {}
+            for entry in state.log_history:
+                if "loss" in entry:
+                    out["loss"] = float(entry["loss"])
+                if "eval_f1" in entry:
+                    out["dev F1"] = float(entry["eval_f1"])
+            return out
+
+    return ProgressLines()
 
 
 def _summary(trainer, result, seconds: float, device: str, precision: str, info: dict[str, Any], windows: int,

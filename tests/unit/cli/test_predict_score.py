@@ -194,6 +194,40 @@ def test_score_of_one_conlleval_file_equals_conlleval(conll_dir, tmp_path, capsy
     assert two["schemes"]["default"]["f1"] == ours["f1"] and two["schemes"]["strict"]["f1"] == ours["schemes"]["strict"]["f1"]
 
 
+def test_line_by_line_scores_a_system_that_normalised_tokens_as_conlleval_does(conll_dir, tmp_path, capsys):
+    """A shared-task submission whose system rewrote some tokens (WNUT-17: `gt` written as `get`):
+    refused by default, naming the option; with --line-by-line paired in order and scored as
+    conlleval.pl scores the pasted files, with the number of differing lines reported."""
+    from conlleval import evaluate
+
+    gold = read_conll(conll_dir / "test.txt")
+    rng = random.Random(11)
+    pred = [[rng.choice(LABELS) if rng.random() < 0.2 else t for t in s.tags] for s in gold]
+    normalised = [[t.lower() if i % 7 == 3 else t for i, t in enumerate(s.tokens)] for s in gold]
+    changed = sum(t != n for s, ns in zip(gold, normalised) for t, n in zip(s.tokens, ns))
+    assert changed > 10
+    gold_file, pred_file = tmp_path / "gold.conll", tmp_path / "system.conll"
+    gold_file.write_text("".join("".join(f"{t} {g}\n" for t, g in zip(s.tokens, s.tags)) + "\n" for s in gold))
+    pred_file.write_text("".join("".join(f"{t}\t{q}\n" for t, q in zip(ns, p)) + "\n" for ns, p in zip(normalised, pred)))
+    assert nerflow(["score", gold_file, pred_file]) == 2
+    assert "--line-by-line pairs token lines in order" in capsys.readouterr().err
+    assert nerflow(["score", gold_file, pred_file, "--line-by-line", "--json"]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    pasted = []  # conlleval.pl's input: the two files side by side, line by line
+    for s, ns, p in zip(gold, normalised, pred):
+        pasted += [f"{n} {g} {q}" for n, g, q in zip(ns, s.tags, p)] + [""]
+    evals = evaluate(pasted)["overall"]["chunks"]["evals"]
+    assert (ours["precision"], ours["recall"], ours["f1"]) == pytest.approx((evals["prec"], evals["rec"], evals["f1"]), abs=1e-12)
+    assert ours["differing_tokens"] == changed and ours["first_differing"]["gold"].startswith(f"{gold_file}:")
+    assert nerflow(["score", gold_file, pred_file, "--line-by-line"]) == 0
+    assert f"scored line by line: {changed} of {ours['tokens']} token lines differ" in capsys.readouterr().out
+    # a missing line is still an error: line by line needs as many token lines in both files
+    short = tmp_path / "short.conll"
+    short.write_text("".join(pred_file.read_text().splitlines(keepends=True)[1:]))
+    assert nerflow(["score", gold_file, short, "--line-by-line"]) == 2
+    assert "has no counterpart" in capsys.readouterr().err
+
+
 def test_score_mismatches_name_both_files_and_lines(conll_dir, conll_predictions, tmp_path, capsys):
     gold = conll_dir / "test.txt"
     text = conll_predictions.read_text().splitlines(keepends=True)
@@ -339,7 +373,11 @@ def test_cli_predict_with_the_production_model_then_score(library_run, trained, 
     registry.promote(registry.register(trained["model"], {"metrics": {"f1": 0.5}, "data_hash": "x"}, {}), "test")
     gold, out = conll_dir / "test.txt", tmp_path / "pred.conll"
     r = run_cli(["predict", str(gold), "--output-format", "conll", "--out", str(out)], pfile)
-    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr  # no progress bar: stderr is no TTY
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    # stderr is no terminal: no bar (nor transformers' "Loading weights" one), a plain line at the end
+    sentences = len(read_conll(gold))
+    assert "\r" not in r.stderr and r.stderr.startswith(f"predict: {sentences}/{sentences} sentences (100%), "), r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.rstrip().endswith("(done)")
     capsys.readouterr()
     assert nerflow(["score", gold, out, "--json"]) == 0  # (score through the CLI: same parsers and run)
     assert json.loads(capsys.readouterr().out)["f1"] == pytest.approx(json.loads(trained["metrics"].read_text())["f1"], abs=1e-9)

@@ -3,11 +3,11 @@ models): used by the evaluate step and the service."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import regex
 
 from nerflow.core.batching import plan_batches
 from nerflow.core.device import autocast
@@ -184,7 +184,10 @@ def constrained_path(dists: Sequence, allowed, first, outside: int) -> list[int]
 
 # Words the way CoNLL-style corpora split them: runs of letters/digits (keeping inner
 # hyphens, apostrophes, dots and ampersands: "U.S", "AT&T", "1996-08-22") or one other symbol.
-_WORD = re.compile(r"\w+(?:[-'’.&]\w+)*|[^\w\s]")
+# A word: letters, digits and the marks that combine with them (Zoe\u0308, Devanagari viramas, Persian
+# ZWNJ), joined by - ' ’ . &; else one user-perceived character (a grapheme cluster: 👍🏽, 🇫🇷, 👩‍💻, "."),
+# so no emoji or accent is cut in two. Python's re has neither \p{M} nor \X: the regex package.
+_WORD = regex.compile(r"[\w\p{M}]+(?:[-'’.&][\w\p{M}]+)*|(?=[^\w\s])\X")
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:

@@ -174,9 +174,9 @@ def subtoken_counts(tokenizer_spec: str, corpus: Corpus, level: str):
     if level == "char":
         sentences = pa.LargeListArray.from_arrays(pa.array(corpus.word_offsets), corpus.words.combine_chunks())
         encoded = pc.dictionary_encode(pc.binary_join(sentences, ""))
-        counts = np.array(token_lengths(tokenizer, encoded.dictionary.to_pylist()), dtype=np.int64)
+        counts = np.array(token_lengths(tokenizer, encoded.dictionary.to_pylist(), "sentences"), dtype=np.int64)
         return counts[encoded.indices.to_numpy()]
-    per_word = np.array(token_lengths(tokenizer, [[w] for w in corpus.vocab.to_pylist()],
+    per_word = np.array(token_lengths(tokenizer, [[w] for w in corpus.vocab.to_pylist()], "distinct words",
                                        is_split_into_words=True, add_special_tokens=False), dtype=np.int32)
     return _sums(per_word[corpus.ids], corpus.word_offsets) + tokenizer.num_special_tokens_to_add(pair=False)
 
@@ -274,6 +274,12 @@ def expectations(checks: Checks, level: str = "word") -> dict[str, list]:
     import great_expectations.expectations as gxe
 
     c = checks
+
+    def poison(fraction: float, stops: str = ""):
+        return gxe.ExpectColumnValuesToNotMatchRegex(
+            column="token_check" if level == "char" else "token", regex=POISON_PATTERN, mostly=1.0 - fraction,
+            description=POISON_DESCRIPTION + (f": in at most {fraction:.1%} of tokens" if fraction else "") + stops)
+
     specs = [
         ("lengths_match", "sentences", lambda: gxe.ExpectColumnPairValuesToBeEqual(
             column_A="n_tokens", column_B="n_tags", description="every sentence has as many tags as tokens")),
@@ -293,8 +299,8 @@ def expectations(checks: Checks, level: str = "word") -> dict[str, list]:
             "leaked", "dev/test sentences also in train", c.leakage.error_fraction, STOPS)),
         ("empty_token", "tokens", lambda: gxe.ExpectColumnValueLengthsToBeBetween(
             column="token", min_value=1, description="no empty token")),
-        ("control_characters", "tokens", lambda: gxe.ExpectColumnValuesToNotMatchRegex(
-            column="token_check" if level == "char" else "token", regex=POISON_PATTERN, description=POISON_DESCRIPTION)),
+        ("control_characters", "tokens", lambda: poison(c.control_characters.max_fraction)),
+        ("control_characters.error_fraction", "tokens", lambda: poison(c.control_characters.error_fraction, STOPS)),
         ("tag_format", "tokens", lambda: gxe.ExpectColumnValuesToMatchRegex(
             column="tag", regex=LABEL_PATTERN, description="every tag is O, B-<type> or I-<type>")),
         ("iob2", "tokens", lambda: gxe.ExpectColumnValuesToBeInSet(

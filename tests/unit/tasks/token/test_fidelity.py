@@ -214,3 +214,19 @@ def test_klue_ner_slice_trains_and_reports_entity_and_character_f1(tmp_path):
     preds = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert all(len(p["pred"]) == len(p["tokens"]) for p in preds)  # every character labelled
     assert m["klue"]["entity_macro_f1"] == pytest.approx(m["schemes"]["strict"]["macro_f1"])
+
+
+def test_raw_text_words_keep_their_combining_marks_and_emoji_whole():
+    """The service and `nerflow predict` split raw text into words: an accent typed as a combining
+    mark (macOS input: Zoe + U+0308), a Devanagari conjunct, a Persian ZWNJ word stay one word; an
+    emoji with its skin tone, a flag and a ZWJ sequence are one token each; the spans are Python
+    code-point offsets that slice the text."""
+    from nerflow.tasks.token.predict import split_words
+
+    text = ("😀 Zoe\u0308 Bjo\u0308rk met 👍🏽 Ca\u0301diz 🇫🇷🇩🇪 क्\u200dष می\u200cخواهم 👩\u200d💻 O'Neil U.S. "
+            "1996-08-22 東京, Paris.")
+    spans = split_words(text)
+    assert all(text[a:b] == w for w, a, b in spans)
+    assert [w for w, _, _ in spans] == [
+        "😀", "Zoe\u0308", "Bjo\u0308rk", "met", "👍🏽", "Ca\u0301diz", "🇫🇷", "🇩🇪", "क्\u200dष", "می\u200cخواهم",
+        "👩\u200d💻", "O'Neil", "U.S", ".", "1996-08-22", "東京", ",", "Paris", "."]

@@ -112,14 +112,20 @@ def test_wnut17_counts_and_validation(tmp_path):
     assert (len(dev), sum(len(s.tokens) for s in dev), sum(count_entities(s.tags) for s in dev)) == (1009, 15733, 836)
     params = {"train": str(wnut / "wnut17train.conll"), "validation": str(wnut / "emerging.dev.conll"),
               "test": str(wnut / "emerging.dev.conll")}
-    # 4 dev tokens hold a zero-width space (e.g. 'watched\u200bwas'): an error by default, a warning here
-    lenient = {"checks": {"control_characters": {"severity": "warning"}}}
-    manifest = assert_same_dataset_in_every_format(params, tmp_path, validate=lenient)
+    # 4 dev tokens hold a zero-width space (e.g. 'watched\u200bwas'), 0.004% of the tokens: with the default
+    # params a warning that names them, not a stopped run (the official corpus of the HF guide)
+    manifest = assert_same_dataset_in_every_format(params, tmp_path)
     assert len(manifest["labels"]) == 13
-    summary = validate_dataset(lenient, tmp_path / "reference", tmp_path / "r")
-    assert summary["errors"] == 0
+    summary = validate_dataset({}, tmp_path / "reference", tmp_path / "r")
+    assert summary["errors"] == 0 and summary["success"]
     control = next(c for c in summary["checks"] if c["name"] == "control_characters")
     assert control["failing_rows"] == 4 and "emerging.dev.conll:15556" in json.dumps(control)
+    assert control["severity"] == "warning" and not control["success"]
+    stops = next(c for c in summary["checks"] if c["name"] == "control_characters.error_fraction")
+    assert stops["success"] and stops["severity"] == "error"
+    # the strict contract is one setting away: any such token stops the run
+    strict = {"checks": {"control_characters": {"severity": "error"}}}
+    assert validate_dataset(dict(strict, fail_on_error=False), tmp_path / "reference", tmp_path / "s")["errors"] >= 1
     # the emerging-entities dev set is known to shift the type mix: reported as a warning
     drift = {d["compared"]: d["distance"] for d in summary["drift"]}
     assert drift["validation vs train"] == pytest.approx(0.347, abs=0.001)
@@ -169,8 +175,8 @@ def test_full_report_on_the_default_corpus_slice(conll_dir, tiny_model, tmp_path
     summary = validate_dataset({"tokenizer": str(tiny_model), "max_length": 32}, tmp_path / "ds", tmp_path / "r")
     names = {c["name"] for c in summary["checks"]}
     assert names == {"lengths_match", "sentence_length", "duplicates", "duplicates.error_fraction", "length_outliers",
-                     "subtoken_overflow", "leakage", "leakage.error_fraction", "empty_token", "control_characters", "tag_format", "iob2", "labels_in_train",
-                     "min_entities_per_type", "type_drift"}
+                     "subtoken_overflow", "leakage", "leakage.error_fraction", "empty_token", "control_characters", "control_characters.error_fraction", "tag_format", "iob2",
+                     "labels_in_train", "min_entities_per_type", "type_drift"}
     assert summary["type_counts"]["train"]["PER"] > 0
     # with max_length 32 the tiny char-level vocab overflows often: counted and reported, never an error
     over = summary["over_max_length"]

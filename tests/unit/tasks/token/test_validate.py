@@ -58,7 +58,7 @@ def checks_of(report_dir):
 def test_real_slice_passes_with_report(conll_dir, tmp_path):
     ds, _ = make_dataset(conll_dir, tmp_path)
     summary = validate_dataset({}, ds, tmp_path / "report")
-    assert summary["success"] and len(summary["checks"]) == 15  # 13 checks + 2 error_fraction thresholds
+    assert summary["success"] and len(summary["checks"]) == 16  # 13 checks + 3 error_fraction thresholds
     assert all(c["success"] for c in summary["checks"] if c["severity"] == "error")
     assert all(c["failing_rows"] == 0 for c in summary["checks"] if c["severity"] == "error" and "." not in c["name"])
     results = json.loads((tmp_path / "report" / "results.json").read_text())
@@ -143,6 +143,28 @@ def test_control_and_invisible_characters_are_errors(tmp_path):
     assert check["failing_rows"] == len(POISON) and check["success"] is False and not check["error"]
     assert [e["token"] for e in check["examples"]] == POISON[:10]
     assert "ZWNJ/ZWJ only between two characters" in check["check"]
+
+
+def test_a_few_stray_characters_warn_and_a_corpus_of_them_stops_the_run(tmp_path):
+    """control_characters has thresholds as duplicates and leakage do: two zero-width spaces in 4,000
+    tokens (WNUT-17's dev file) are a warning naming their lines; above error_fraction (0.1% of
+    tokens by default) the run stops whatever the severity; severity error stops on any."""
+    clean = [([f"w{i}", f"v{i}", "in", "Paris"], ["O", "O", "O", "B-LOC"]) for i in range(1000)]
+    stray = [(["watched\u200bwas", "Paris"], ["O", "B-LOC"]), (["Ber\u200blin", "x"], ["B-LOC", "O"])]
+    ds, src = jsonl_dataset(tmp_path, GOOD_TRAIN + clean + stray)
+    summary = validate_dataset({"tokenizer": None}, ds, tmp_path / "few")
+    assert summary["success"] and summary["errors"] == 0
+    check = checks_of(tmp_path / "few")["control_characters"]
+    assert check["severity"] == "warning" and check["failing_rows"] == 2 and not check["success"]
+    assert f"{src / 'train.jsonl'}:1003" in json.dumps(check)
+    assert checks_of(tmp_path / "few")["control_characters.error_fraction"]["success"]
+    with pytest.raises(ValidationFailed, match=r"inside a token .*: 2 row\(s\)"):
+        validate_dataset({"tokenizer": None, "checks": {"control_characters": {"severity": "error"}}}, ds, tmp_path / "s")
+    # mojibake in 2% of the tokens: the run stops although the check's severity is warning
+    mojibake = [(["Stra\u00c3\u0083\u00c2\u009fe", "x"], ["B-LOC", "O"])] * 40
+    ds, _ = jsonl_dataset(tmp_path, GOOD_TRAIN + clean + mojibake)
+    with pytest.raises(ValidationFailed, match=r"in at most 0\.1% of tokens \(error_fraction: above it the run stops\): 40 row"):
+        validate_dataset({"tokenizer": None}, ds, tmp_path / "many")
 
 
 def test_character_level_spaces_and_joiners_are_tokens(tmp_path):
