@@ -268,7 +268,8 @@ def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: st
     return {"promoted": bool(run.output), "commit": commit, "pipeline_root": str(root), "registry": str(registry)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line: compile, run, submit, schedule."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="write the pipeline spec (YAML)")
@@ -314,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--cron", default="0 0 3 * * 1", help="KFP cron, 6 fields with seconds (default: Mondays 03:00)")
             s.add_argument("--job-name", default="nerflow-retrain")
             s.add_argument("--pipeline-root", default=None, help="where the runs' artifacts go (default: the cluster's)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     from nerflow import NerflowError
 
