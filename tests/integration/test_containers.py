@@ -178,7 +178,7 @@ def test_run_in_containers_from_a_fresh_clone_that_has_no_dvc_remote_folder_yet(
     image = image_or_skip()
     clone = tmp_path / "nerflow"
     sh(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path)
-    remote = tmp_path / "dvc-storage"
+    remote = clone / "dvc-storage"  # ../dvc-storage from .dvc/: inside the checkout (git-ignored)
     assert "url = ../dvc-storage" in (clone / ".dvc" / "config").read_text() and not remote.exists()
     model = params["train"]["model"]
     subprocess.run(["chmod", "-R", "a+rX", model], check=True)

@@ -243,7 +243,6 @@ def test_page_highlights_entities_in_headless_chromium(server, browser, tmp_path
     shown = browser.execute_script(
         "return [...document.querySelectorAll('#result mark')].map(m => m.firstChild.textContent)")
     assert shown == words, (shown, words)
-    assert browser.execute_script("return document.getElementById('result').firstChild.textContent") == "😀😀 "
     text = browser.execute_script("return [...document.getElementById('result').childNodes].map("
                                   "n => n.nodeType === 3 ? n.textContent : n.firstChild.textContent).join('')")
     assert text == emoji  # every character shown once, in order

@@ -186,9 +186,19 @@ def _hash_in_repo(fs, spec: str) -> str:
 def dvc_tracked(params: DataParams | dict[str, Any], fs) -> list[str]:
     """The corpus sources the data section names that DVC tracks at the file system's revision:
     those a run reads from the DVC remote (git-tracked, ``pkg:``, absolute and Hub sources do not)."""
+    def tracked(path: str) -> bool:
+        # the source or a folder above it is a DVC output (a file inside a tracked folder is only
+        # found through the folder's listing, which lives in the remote: ask its folders)
+        for part in [path, *(str(parent) for parent in Path(path).parents if str(parent) != ".")]:
+            try:
+                if "dvc_info" in fs.info(part):
+                    return True
+            except Exception:  # noqa: BLE001  (not there, or its listing is not readable here)
+                continue
+        return False
+
     p = section(DataParams, params)
-    return [src.path for _, _, src in _sources(p)
-            if not src.hub and _versioned(src.path) and fs.exists(src.path) and fs.info(src.path).get("md5")]
+    return [src.path for _, _, src in _sources(p) if not src.hub and _versioned(src.path) and tracked(src.path)]
 
 
 def data_version(params: DataParams | dict[str, Any], fs) -> dict[str, Any]:
