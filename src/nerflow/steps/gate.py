@@ -96,8 +96,10 @@ def _scored(tag: str | None, s: dict[str, Any]) -> dict[str, Any]:
 def _threshold_checks(p: dict[str, Any], challenger: dict[str, Any]) -> list[dict[str, Any]]:
     """Checks 1-2: the challenger's overall score and each type's (class's) against its floor."""
     f1, what = challenger["value"], METRIC_NAMES[p["metric"]]
-    checks = [_check("min_f1", f1 >= p["min_f1"],
-                     f"test {what} {f1:.4f} {'>=' if f1 >= p['min_f1'] else '<'} gate.min_f1 {p['min_f1']:.4f}",
+    passed = f1 >= p["min_f1"]
+    hint = "" if passed else " (the bar for this corpus: set gate.min_f1 in the params file; docs/evaluation.md)"
+    checks = [_check("min_f1", passed,
+                     f"test {what} {f1:.4f} {'>=' if passed else '<'} gate.min_f1 {p['min_f1']:.4f}{hint}",
                      value=f1, threshold=p["min_f1"])]
     for etype, v in challenger["per_type"].items():
         floor = p["type_min_f1"].get(etype, p["default_type_min_f1"])

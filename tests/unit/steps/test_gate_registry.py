@@ -48,6 +48,10 @@ def test_no_champion_thresholds_only(real_tags, f1_gap, threshold, promote):
     assert d["checks"][0]["value"] == score(real_tags, pred)["f1"] and d["checks"][0]["threshold"] == threshold
     if promote:
         assert "no production model yet: thresholds only" in d["reasons"]
+        assert "set gate.min_f1" not in d["checks"][0]["reason"]
+    else:  # a refusal by the bar names the knob that sets it for the user's corpus
+        assert d["reasons"][0].startswith(f"test F1 {d['checks'][0]['value']:.4f} < gate.min_f1 1.0000")
+        assert "(the bar for this corpus: set gate.min_f1 in the params file; docs/evaluation.md)" in d["reasons"][0]
 
 
 def test_clearly_better_challenger_is_promoted_with_every_number_recorded(real_tags):
