@@ -22,7 +22,7 @@ LONG = "the good film " + " ".join(ADJECTIVES[:7])  # 10 words: 12 sub-tokens
 TEXT_CHECKS = {"empty_text", "duplicates", "duplicates.error_fraction", "leakage", "leakage.error_fraction",
                "label_set", "rare_labels", "labels_in_train", "class_balance", "class_drift", "length_outliers",
                "subtoken_overflow"}
-NER_ONLY = {"lengths_match", "sentence_length", "empty_token", "control_characters", "tag_format", "iob2",
+NER_ONLY = {"lengths_match", "sentence_length", "empty_token", "control_characters", "control_characters.error_fraction", "tag_format", "iob2",
             "min_entities_per_type", "type_drift"}
 
 
@@ -275,7 +275,7 @@ def test_each_task_runs_only_its_own_checks(conll_dir, tmp_path):
     prepare_data({s: str(conll_dir / f"{s}.txt") for s in SPLITS}, tmp_path / "ner")
     summary = validate_dataset(NO_TOKENIZER, tmp_path / "ner", tmp_path / "r")
     names = {c["name"] for c in summary["checks"]}
-    assert summary["task"] == "token-classification" and len(names) == 15 and not names & text_only
+    assert summary["task"] == "token-classification" and len(names) == 16 and not names & text_only
     assert format_table(summary).splitlines()[-1] == "sentences over max_length 128 sub-tokens: 0 (0 entities; tokenizer not given)"
     assert "Entities per type" in (tmp_path / "r" / "report.html").read_text()
 
