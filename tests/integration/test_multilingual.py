@@ -338,9 +338,9 @@ def test_the_example_params_files_are_valid(name):
     from nerflow.core.config import load_params, source_list
 
     params = load_params(ROOT / "examples" / name)
-    assert params.preprocess.trim_vocabulary and params.train.model == "models/multilingual-e5-small"
-    if name == "cross-lingual.yaml":
-        assert [s.label() for s in source_list(params.data.test)] == ["en", "es"]
+    assert params.preprocess.trim_vocabulary and params.train.model == "asset:multilingual-e5-small"
+    if name == "cross-lingual.yaml":  # WikiANN from the Hub, a language per source
+        assert [s.label() for s in source_list(params.data.test)] == ["en", "es", "de"]
 
 
 def test_a_bad_row_in_the_second_source_of_a_split_is_located_in_that_file(conll_dir, tmp_path):
