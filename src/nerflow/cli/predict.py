@@ -21,8 +21,8 @@ from typing import Any, Iterator
 from nerflow import NerflowError
 from nerflow.core.files import atomic_file
 from nerflow.core.inference import read_model_info
-from nerflow.core.progress import on_terminal
 from nerflow.core.progress import progress as progress_of
+from nerflow.core.progress import quiet_library_bars
 from nerflow.steps.package import registry_for
 from nerflow.tasks.base import TEXT
 from nerflow.tasks.registry import task_of
@@ -180,10 +180,7 @@ def predict_file(input_path, model: str, registry_params=None, out=None, input_f
     char_level = info.get("level") == "char"
     items = read_input(input_path, input_format, char_level)
     _check(input_path, items, char_level, output_format == "conll")
-    if not (progress and on_terminal()):
-        from transformers.utils.logging import disable_progress_bar
-
-        disable_progress_bar()  # its "Loading weights" bar: a bar for a terminal only
+    quiet_library_bars(progress)  # transformers' "Loading weights" bar: on a terminal with progress only
     tagger = WordTagger(model_dir, precision=precision, batch_size=batch_size)
 
     with (atomic_file(out) if out else contextlib.nullcontext(sys.stdout)) as fh:
@@ -207,10 +204,7 @@ def classify_file(input_path, model_dir: Path, out=None, input_format: str = "au
     if any(item.text is None for item in items):
         bad = next(item for item in items if item.text is None)
         raise NerflowError(f"{input_path}:{bad.line}: a text-classification model needs {{\"text\": \"...\"}} records")
-    if not (progress and on_terminal()):
-        from transformers.utils.logging import disable_progress_bar
-
-        disable_progress_bar()
+    quiet_library_bars(progress)
     classifier = TextClassifier(model_dir, precision=precision, batch_size=batch_size)
     with (atomic_file(out) if out else contextlib.nullcontext(sys.stdout)) as fh, \
             progress_of(len(items), "predict", "texts", progress) as bar:

@@ -28,10 +28,11 @@ def on_terminal(stream: IO | None = None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
-def quiet_library_bars(stream: IO | None = None) -> None:
-    """Off a terminal, switch off the Hugging Face libraries' own bars ("Loading weights", downloads):
-    through the environment for libraries not imported yet, directly for those that are."""
-    if on_terminal(stream):
+def quiet_library_bars(enabled: bool = True, stream: IO | None = None) -> None:
+    """Switch off the Hugging Face libraries' own bars ("Loading weights", downloads) off a terminal,
+    or everywhere when progress is not ``enabled``: through the environment for libraries not
+    imported yet, directly for those that are."""
+    if enabled and on_terminal(stream):
         return
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if "transformers.utils.logging" in sys.modules:

@@ -321,30 +321,28 @@ def _progress_lines():
     class ProgressLines(TrainerCallback):
         lines: Lines | None = None
 
+        def __init__(self):
+            self.figures: dict[str, float] = {}  # the latest loss and dev F1, as the Trainer logs them
+
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
                 self.lines = Lines(state.max_steps, "train", "steps")
                 self.lines.n = state.global_step  # resumed: counted from the checkpoint's step
 
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key, name in (("loss", "loss"), ("eval_f1", "dev F1")):
+                if key in (logs or {}):
+                    self.figures[name] = float(logs[key])
+
         def on_step_end(self, args, state, control, **kwargs):
             if self.lines is not None:
-                self.lines.set_postfix(epoch=round(state.epoch or 0.0, 2), **self.figures(state))
+                self.lines.set_postfix(epoch=round(state.epoch or 0.0, 2), **self.figures)
                 self.lines.update(state.global_step - self.lines.n)
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.lines is not None:
-                self.lines.set_postfix(epoch=round(state.epoch or 0.0, 2), **self.figures(state))
+                self.lines.set_postfix(epoch=round(state.epoch or 0.0, 2), **self.figures)
                 self.lines.close()
-
-        @staticmethod
-        def figures(state) -> dict[str, float]:
-            out: dict[str, float] = {}
-            for entry in state.log_history:
-                if "loss" in entry:
-                    out["loss"] = float(entry["loss"])
-                if "eval_f1" in entry:
-                    out["dev F1"] = float(entry["eval_f1"])
-            return out
 
     return ProgressLines()
 
