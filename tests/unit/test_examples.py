@@ -15,6 +15,7 @@ import yaml
 from conftest import ROOT, SHARED_DATA, write_params
 
 from nerflow.cli import main
+from nerflow.core.config import load_params, source_list
 
 EXAMPLES = {p.name: p for p in sorted((ROOT / "examples").glob("*.yaml"))}
 HUB = {"wnut17.yaml", "klue-ner.yaml", "nsmc.yaml", "cross-lingual.yaml"}
@@ -40,11 +41,11 @@ def effective(path: Path, capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def sources(data: dict) -> list[dict]:
-    keys = ["path"] if data.get("path") else ["train", "validation", "test"]
-    listed = [data.get(k) for k in keys]
-    return [{"path": s} if isinstance(s, str) else s
-            for v in listed if v for s in (v if isinstance(v, list) else [v])]
+def sources(path: Path) -> list:
+    """The corpus sources an example names (nerflow.core.config.Source)."""
+    data = load_params(path).data
+    return [src for key in (["path"] if data.path else ["train", "validation", "test"])
+            for src in source_list(getattr(data, key))]
 
 
 def test_every_example_is_valid_and_names_only_the_hub_the_package_or_the_users_folder(capsys):
@@ -52,13 +53,13 @@ def test_every_example_is_valid_and_names_only_the_hub_the_package_or_the_users_
     for name, path in EXAMPLES.items():
         text = path.read_text()
         assert "shared" not in text and "/work" not in text, name
-        p = effective(path, capsys)
-        for src in sources(p["data"]):
-            if src.get("hub"):
-                assert re.fullmatch(r"[\w.-]+/[\w.-]+(@\w+)?", src["hub"]), (name, src)
+        p = effective(path, capsys)  # valid through the CLI: every key known, every value in range
+        for src in sources(path):
+            if src.hub:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+(@\w+)?", src.hub), (name, src)
             else:
-                assert src["path"].startswith(("pkg:", "data/")), (name, src)
-        on_hub = any(s.get("hub") for s in sources(p["data"]))
+                assert src.path.startswith(("pkg:", "data/")), (name, src)
+        on_hub = any(src.hub for src in sources(path))
         assert on_hub is (name in HUB), name
         # the commands in its header are real: `nerflow --params examples/<name> ...`
         assert f"nerflow --params examples/{name} " in text, name
