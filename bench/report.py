@@ -348,7 +348,7 @@ def nsmc_section(folder: Path) -> tuple[list[str], list[list[str]]]:
     command = f"`python bench/nsmc.py{''.join(' ' + f for f in flags)}`"
     cpus = sorted({x.get("cpu", r["cpu"]) for x in runs})
     cpu = "; ".join(cpu_text(c, FLAGS_MULTILINGUAL) for c in cpus)
-    out += provenance(path, r, cpu, command, "needs `../shared/data/nsmc` and, for `e5`, `make multilingual`")
+    out += provenance(path, r, cpu, command, "needs `../shared/data/nsmc`")
     rows = []
     for x in runs:
         t = x["test"]
