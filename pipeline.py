@@ -231,6 +231,8 @@ def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: st
         if changed:
             print(f"note: {repo_path} has uncommitted changes; this run reads {revision} = {commit[:12]}:\n{changed}",
                   file=sys.stderr)
+    if containers and dvc_remote and "://" not in dvc_remote and not Path(dvc_remote).exists():
+        dvc_remote = _absent_remote(str(repo), revision, params, dvc_remote)
     home = Path(params.registry.bentoml_home)
     registry = Path(registry or (home if home.is_absolute() else (repo_path or Path.cwd()) / home)).resolve()
     registry.mkdir(parents=True, exist_ok=True)
@@ -239,9 +241,6 @@ def run_locally(repo: str | Path = ROOT, revision: str = "HEAD", params_file: st
     arguments = {"repo": str(repo_path or repo), "revision": revision, "params_file": params_file,
                  "dvc_remote": dvc_remote}
     resources = params.train.resources.to_dict()
-    if containers and dvc_remote and "://" not in dvc_remote and not Path(dvc_remote).exists():
-        dvc_remote = _absent_remote(str(repo), revision, params, dvc_remote)
-        arguments["dvc_remote"] = dvc_remote
     if containers:
         binds = {REGISTRY_MOUNT: (str(registry), False)}
         if repo_path is not None:

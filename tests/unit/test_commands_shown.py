@@ -3,6 +3,8 @@
 (a renamed flag or subcommand fails here, not on a user's first try), each `make` target
 exists, and each params file they name exists. Running them is the other tests' job."""
 
+import contextlib
+import io
 import re
 import shlex
 import sys
@@ -67,9 +69,6 @@ def shown(program: str) -> list[tuple[str, list[str]]]:
 
 def accepted(parser, argv: list[str]) -> str | None:
     """None when ``parser`` takes ``argv``, else argparse's message."""
-    import contextlib
-    import io
-
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

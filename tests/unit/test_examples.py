@@ -16,6 +16,7 @@ from conftest import ROOT, SHARED_DATA, write_params
 
 from nerflow.cli import main
 from nerflow.core.config import load_params, source_list
+from nerflow.tasks.token.readers import read_conll
 
 EXAMPLES = {p.name: p for p in sorted((ROOT / "examples").glob("*.yaml"))}
 HUB = {"wnut17.yaml", "klue-ner.yaml", "nsmc.yaml", "cross-lingual.yaml"}
@@ -96,8 +97,6 @@ def test_user_data_examples_run_as_written_on_files_put_where_they_say(conll_dir
         shutil.copy(conll_dir / f"{split}.txt", folder / name)
     summary = data_and_validate(EXAMPLES["my-corpus.yaml"], tmp_path / "ner", capsys)
     assert summary["success"] and summary["type_counts"]["train"]["PER"] > 0
-
-    from nerflow.tasks.token.readers import read_conll
 
     rows = [(" ".join(s.tokens), "person" if "B-PER" in s.tags else "other")
             for split in ("train", "validation", "test") for s in read_conll(conll_dir / f"{split}.txt")]

@@ -8,6 +8,8 @@ import pytest
 
 from nerflow import NerflowError
 from nerflow.core.progress import Lines, period, progress
+from nerflow.steps.train import train
+from nerflow.steps.validate import validate_dataset
 
 LINE = re.compile(r"^(train|predict|validate: [^:]+): \d+(/\d+)? [a-z ]+( \(\d+%\))?, [\d.]+ [a-z ]+/s, \d+:\d\d elapsed")
 
@@ -60,9 +62,6 @@ def test_the_period_is_checked(monkeypatch):
 
 
 def test_training_and_validation_write_plain_lines_to_a_log(library_run, tmp_path, monkeypatch, capsys):
-    from nerflow.steps.train import train
-    from nerflow.steps.validate import validate_dataset
-
     monkeypatch.setenv("NERFLOW_PROGRESS_SECONDS", "0")
     capsys.readouterr()
     params = dict(library_run["params"]["train"], max_steps=4, progress=True, logging_steps=2)
